@@ -1,0 +1,154 @@
+"""Hyperparameters and paths.
+
+`parse_hparams("model=SBNDynamicRebar,n_layer=2")` returns an `HParams` with the reference's
+defaults overridden.  Every value is typed by its default; anything that could not describe a
+valid run (unknown name, wrong type, n_layer < 1, temperature <= 0, unknown model or task) is
+refused with a `ValueError` before any graph is built.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+import json
+import os
+
+DATA_DIR = os.environ.get('REBAR_DATA_DIR', 'data')
+
+MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDynamicRebar',
+          'SBNGumbel', 'SBNTrackGradVariances')
+TASKS = ('sbn', 'sp', 'omni')
+
+# The reference's defaults, in the reference's order; `sp_all_layers` is ours (see README,
+# "The sp erratum").
+DEFAULTS = collections.OrderedDict([
+    ('model', 'SBNGumbel'),
+    ('n_hidden', 200),
+    ('n_input', 784),
+    ('n_layer', 1),
+    ('nonlinear', False),
+    ('learning_rate', 0.001),
+    ('temperature', 0.5),
+    ('n_samples', 1),
+    ('batch_size', 24),
+    ('trial', 1),
+    ('muprop_relaxation', True),
+    ('dynamic_b', False),
+    ('quadratic', True),
+    ('beta2', 0.99999),
+    ('task', 'sbn'),
+    ('sp_all_layers', False),
+])
+
+
+class HParams(object):
+    """An ordered, typed set of hyperparameters with attribute access."""
+
+    def __init__(self, **overrides):
+        self._values = collections.OrderedDict(DEFAULTS)
+        for name, value in overrides.items():
+            self._set(name, value)
+        validate(self)
+
+    def _set(self, name, value):
+        if name not in DEFAULTS:
+            raise ValueError('Unknown hparam %r. Valid names: %s.'
+                             % (name, ', '.join(DEFAULTS)))
+        self._values[name] = _coerce(name, value)
+
+    def __getattr__(self, name):
+        values = self.__dict__.get('_values')
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def values(self):
+        """The hyperparameters as an ordered dict (a copy)."""
+        return collections.OrderedDict(self._values)
+
+    def replace(self, **overrides):
+        """A new HParams with some values changed."""
+        merged = self.values()
+        merged.update(overrides)
+        return HParams(**merged)
+
+    def to_json(self):
+        return json.dumps(self._values, sort_keys=True)
+
+    def __eq__(self, other):
+        return isinstance(other, HParams) and dict(self._values) == dict(other._values)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __repr__(self):
+        return 'HParams(%s)' % ', '.join('%s=%r' % kv for kv in self._values.items())
+
+
+def _coerce(name, value):
+    """Casts `value` (a string from the command line, or a Python value) to the default's type."""
+    default = DEFAULTS[name]
+    kind = type(default)
+    hint = ('Fix: pass %s=<%s>, e.g. %s=%s.'
+            % (name, kind.__name__, name, str(default).lower() if kind is bool else default))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ('true', '1'):
+            return True
+        if text in ('false', '0'):
+            return False
+        raise ValueError('hparam %s expects true or false, got %r. %s' % (name, value, hint))
+    if isinstance(value, bool):
+        raise ValueError('hparam %s expects a %s, got the bool %r. %s'
+                         % (name, kind.__name__, value, hint))
+    try:
+        if kind is int:
+            as_float = float(value)
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if kind is float:
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError('hparam %s expects a %s, got %r. %s' % (name, kind.__name__, value, hint))
+    return str(value).strip()
+
+
+def validate(hparams):
+    """Raises ValueError naming the first value that cannot describe a run."""
+    checks = [
+        (hparams.model in MODELS, 'model=%s is unknown; valid models: %s.'
+         % (hparams.model, ', '.join(MODELS))),
+        (hparams.task in TASKS, 'task=%s is unknown; valid tasks: %s.'
+         % (hparams.task, ', '.join(TASKS))),
+        (hparams.n_layer >= 1, 'n_layer must be at least 1, got %d.' % hparams.n_layer),
+        (hparams.n_hidden >= 1, 'n_hidden must be at least 1, got %d.' % hparams.n_hidden),
+        (hparams.n_input >= 2 and (hparams.task != 'sp' or hparams.n_input % 2 == 0),
+         'n_input must be at least 2 (and even for task=sp), got %d.' % hparams.n_input),
+        (hparams.temperature > 0, 'temperature must be > 0, got %r.' % hparams.temperature),
+        (hparams.learning_rate > 0, 'learning_rate must be > 0, got %r.' % hparams.learning_rate),
+        (0 < hparams.beta2 < 1, 'beta2 must lie in (0, 1), got %r.' % hparams.beta2),
+        (hparams.n_samples >= 1, 'n_samples must be at least 1, got %d.' % hparams.n_samples),
+        (hparams.batch_size >= 2,
+         'batch_size must be at least 2 (REINFORCE centres each sample on the others), got %d.'
+         % hparams.batch_size),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError('Bad hparams: ' + message)
+
+
+def parse_hparams(spec='', base=None):
+    """Parses "k=v,k=v" on top of `base` (default: the reference's defaults)."""
+    values = (base or HParams()).values()
+    for item in [s for s in spec.split(',') if s.strip()]:
+        if '=' not in item:
+            raise ValueError('Cannot parse %r in --hparams: expected name=value pairs separated '
+                             'by commas, e.g. "model=SBNDynamicRebar,n_layer=2".' % item)
+        name, value = item.split('=', 1)
+        name = name.strip()
+        if name not in DEFAULTS:
+            raise ValueError('Unknown hparam %r. Valid names: %s.'
+                             % (name, ', '.join(DEFAULTS)))
+        values[name] = _coerce(name, value)
+    return HParams(**values)

@@ -1,0 +1,665 @@
+"""Sigmoid belief networks trained with REINFORCE, NVIL, MuProp, Concrete and REBAR (graph mode).
+
+Reading order, as in the paper:
+
+1. `Networks`: the variables of q(b|x) and p(x, b) and their transformations.
+2. `ForwardPasses`: the hard pass (b = H(a + logit u)), relaxed passes (z = sigma((a + logit u)/t
+   [+ a t/(t+1)])) that switch from hard to relaxed at a given layer, with u or with the
+   conditional noise v, and the mean pass (sigma(a)). Each pass is built once per step and
+   every estimator shares them.
+3. Estimators, one short function each: `reinforce`, `nvil`, `simple_muprop`, `muprop`,
+   `concrete`, and `rebar`, whose control variate is built in `rebar_control_variate`.
+4. `Model` and the thin classes users name in --hparams (`SBNDynamicRebar`, ...): inputs and
+   noise, the two Adam optimisers, the gradient-variance EMA and the importance-weighted bound.
+
+Signs: every `grads` list holds the gradient of the loss, i.e. of minus the ELBO.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import config
+import utils as U
+
+
+def _dense(inputs, n_output, scope):
+    """One fully connected layer; weights ~ fan-in variance scaling (scale 2, truncated normal)."""
+    with tf.variable_scope(scope, reuse=tf.AUTO_REUSE):
+        w = tf.get_variable('weights', [inputs.shape[-1], n_output], tf.float32,
+                            tf.variance_scaling_initializer(2.0, 'fan_in', 'truncated_normal'),
+                            use_resource=True)
+        b = tf.get_variable('biases', [n_output], tf.float32, tf.zeros_initializer(),
+                            use_resource=True)
+    return tf.matmul(inputs, w) + b
+
+
+class Networks(object):
+    """q(b_i | b_{i-1}) for i = 0..L-1 (b_{-1} = x) and p(x | b_0) prod p(b_{i-1} | b_i) p(b_{L-1}).
+
+    A transformation is one dense layer, preceded by two tanh layers of n_hidden when
+    `nonlinear`. Inputs of every layer but the first recognition layer are samples in +-1 form.
+    """
+
+    def __init__(self, hparams, mean_xs):
+        self.hparams = hparams
+        mean_xs = np.asarray(mean_xs, np.float32).reshape([hparams.n_input])
+        train_bias = -np.log(1.0 / np.clip(mean_xs, 0.001, 0.999) - 1.0).astype(np.float32)
+        self.mean_xs = mean_xs
+        self.conditional = hparams.task == 'sp'
+        if self.conditional:   # predict the bottom half of the image from its top half
+            half = hparams.n_input // 2
+            self.input_mean, self.output_bias = mean_xs[:half], train_bias[half:]
+        else:
+            self.input_mean, self.output_bias = mean_xs, train_bias
+        self.n_output = len(self.output_bias)
+        self.n_in = hparams.n_input // 2 if self.conditional else hparams.n_input
+
+        # Creation order = the reference's order of trainable variables (the eta report follows it).
+        with tf.variable_scope('model') as self._scope:
+            self.prior = tf.get_variable('p_prior', [hparams.n_hidden], tf.float32,
+                                         tf.zeros_initializer(), use_resource=True)
+            for i in range(hparams.n_layer):
+                n_in = self.n_in if i == 0 else hparams.n_hidden
+                self.q_logits(i, tf.zeros([1, n_in]))
+            for i in reversed(self._generative_layers()):
+                self.p_logits(i, tf.zeros([1, hparams.n_hidden]))
+        self.variables = tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES,
+                                           self._scope.name + '/')
+
+    def _generative_layers(self):
+        h = self.hparams
+        if self.conditional and not h.sp_all_layers:
+            return [h.n_layer - 1]   # the released code's model (2019 erratum): last layer only
+        return list(range(h.n_layer))
+
+    def _transform(self, inputs, n_output, scope):
+        h = inputs
+        if self.hparams.nonlinear:
+            h = tf.tanh(_dense(h, self.hparams.n_hidden, scope + '_nonlinear_1'))
+            h = tf.tanh(_dense(h, self.hparams.n_hidden, scope + '_nonlinear_2'))
+        return _dense(h, n_output, scope)
+
+    def q_logits(self, i, inputs):
+        with tf.variable_scope(self._scope, reuse=tf.AUTO_REUSE):
+            return self._transform(inputs, self.hparams.n_hidden, 'q_%d' % i)
+
+    def p_logits(self, i, inputs):
+        n_out = self.n_output if (i == 0 or self.conditional) else self.hparams.n_hidden
+        with tf.variable_scope(self._scope, reuse=tf.AUTO_REUSE):
+            return self._transform(inputs, n_out, 'p_%d' % i)
+
+    def recognition_input(self, x):
+        """The centred (top half of the) image seen by q's first layer."""
+        return x[:, :self.n_in] - self.input_mean
+
+    def log_p(self, x, samples):
+        """log p(x, b) for sbn/omni; log p(x_bottom | b) for sp. Samples may be relaxed."""
+        if self.conditional:
+            logits = tf.add_n([self.p_logits(i, 2.0 * samples[i] - 1.0)
+                               for i in self._generative_layers()])
+            return U.bernoulli_log_likelihood(x[:, self.n_in:], logits + self.output_bias)
+        top = self.hparams.n_layer - 1
+        log_p = U.bernoulli_log_likelihood(samples[top], self.prior[None, :])
+        for i in reversed(range(self.hparams.n_layer)):
+            logits = self.p_logits(i, 2.0 * samples[i] - 1.0)
+            if i == 0:
+                log_p += U.bernoulli_log_likelihood(x, logits + self.output_bias)
+            else:
+                log_p += U.bernoulli_log_likelihood(samples[i - 1], logits)
+        return log_p
+
+
+# One forward pass: per-sample `elbo` f, model term `log_p`, and per layer `log_q`, `samples`
+# and `logits`. For sp, f = log p(x_bottom | b) (no log q terms, as in the released code).
+Pass = collections.namedtuple('Pass', 'elbo log_p log_q samples logits')
+
+
+class ForwardPasses(object):
+    """The passes of one training step over the tiled batch x (N = batch x n_samples rows).
+
+    `noise[i]` is layer i's uniform noise u_i [N, n_hidden]. Passes that agree below a layer
+    share those tensors, so a pass switching to relaxed samples at layer l reuses the hard
+    pass's samples and logits below l and its logits at l.
+    """
+
+    def __init__(self, nets, x, noise):
+        self.nets, self.x = nets, x
+        self.u = noise
+        self.logit_u = [U.logit_noise(u) for u in noise]
+        self.hard = self._run(lambda i, a: tf.stop_gradient(
+            tf.cast(a + self.logit_u[i] > 0, tf.float32)))
+        self.v = [conditional_noise(a, u) for a, u in zip(self.hard.logits, noise)]
+        self.logit_v = [U.logit_noise(v) for v in self.v]
+        self._mean = None
+
+    def _run(self, sample, start=0):
+        """Samples layers >= start with `sample(i, logits)`, reusing the hard pass below."""
+        samples, logits, log_q = [], [], []
+        if start > 0:
+            samples = self.hard.samples[:start]
+            logits = self.hard.logits[:start + 1]
+            log_q = self.hard.log_q[:start]
+        for i in range(start, self.nets.hparams.n_layer):
+            if i >= len(logits):
+                parent = (self.nets.recognition_input(self.x) if i == 0
+                          else 2.0 * samples[i - 1] - 1.0)
+                logits.append(self.nets.q_logits(i, parent))
+            samples.append(sample(i, logits[i]))
+            log_q.append(U.bernoulli_log_likelihood(samples[i], logits[i]))
+        log_p = self.nets.log_p(self.x, samples)
+        elbo = log_p if self.nets.conditional else log_p - tf.add_n(log_q)
+        return Pass(elbo, log_p, log_q, samples, logits)
+
+    def relaxed(self, start, temperature, use_v=False):
+        """Hard below layer `start`, relaxed from it on, with noise u or v (see `relaxed_sample`)."""
+        logit_noise = self.logit_v if use_v else self.logit_u
+        relaxation = self.nets.hparams.muprop_relaxation
+        return self._run(lambda i, a: relaxed_sample(a, logit_noise[i], temperature, relaxation),
+                         start)
+
+    @property
+    def mean(self):
+        """The MuProp pass: every layer's sample is its mean sigma(a)."""
+        if self._mean is None:
+            self._mean = self._run(lambda i, a: tf.sigmoid(a))
+        return self._mean
+
+
+def relaxed_sample(logits, logit_noise, temperature, muprop_relaxation):
+    """sigma(z + a t/(t+1)) with z = (a + logit u)/t (the paper's relaxation), or sigma(z)."""
+    z = (logits + logit_noise) / temperature
+    if muprop_relaxation:
+        z += logits * (temperature / (temperature + 1.0))
+    return tf.sigmoid(z)
+
+
+def conditional_noise(logits, u, eps=U.EPS):
+    """v ~ p(v | b): noise that reproduces the hard sample b = H(a + logit u), as a function of a.
+
+    With u' = sigma(-a): v = u' + (1 - u') r, r = (u - u')/(1 - u') where u > u' (b = 1),
+    else v = u' r, r = u/u'; r is held constant. The result has the value of u and the
+    gradient of v with respect to a.
+    """
+    u_prime = tf.sigmoid(-logits)
+    r1 = tf.stop_gradient(tf.clip_by_value(
+        (u - u_prime) / tf.clip_by_value(1.0 - u_prime, eps, 1.0), 0.0, 1.0))
+    r0 = tf.stop_gradient(tf.clip_by_value(u / tf.clip_by_value(u_prime, eps, 1.0), 0.0, 1.0))
+    v = tf.where(u > u_prime, u_prime + (1.0 - u_prime) * r1, u_prime * r0)
+    return v + tf.stop_gradient(u - v)
+
+
+class Estimate(object):
+    """What an estimator contributes to a training step.
+
+    grads: gradient of the loss per model variable (None: no dependence).
+    report: scalar tensors, the estimator's part of the report vector.
+    baseline_losses / baseline_vars: per-sample squared learning signals, minimised by the
+      control optimiser (NVIL-style baselines and MuProp's eta).
+    cv_vars / variance_objective: variables minimised by the control optimiser on
+      mean(g^2), g the vectorised gradient (REBAR's eta and baseline).
+    temperature_grad: d variance_objective / d log t, when the temperature is learned.
+    """
+
+    def __init__(self, grads, report, baseline_losses=(), baseline_vars=(), cv_vars=(),
+                 variance_objective=None, temperature_grad=None, etas=()):
+        self.grads = list(grads)
+        self.report = list(report)
+        self.baseline_losses = list(baseline_losses)
+        self.baseline_vars = list(baseline_vars)
+        self.cv_vars = list(cv_vars)
+        self.variance_objective = variance_objective
+        self.temperature_grad = temperature_grad
+        self.etas = list(etas)
+
+
+def _eta(name):
+    """eta = 2 sigma(w), w a scalar starting at 0 (eta starts at 1). Returns (eta, w)."""
+    w = tf.get_variable(name, [], tf.float32, tf.zeros_initializer(), trainable=False,
+                        use_resource=True)
+    return 2.0 * tf.sigmoid(w), w
+
+
+def _baseline(passes, name):
+    """c(x): tanh(100 units) then one output, on the centred image. Returns (c [N], variables)."""
+    with tf.variable_scope(name, reuse=tf.AUTO_REUSE) as scope:
+        h = tf.tanh(_dense(passes.x - passes.nets.mean_xs, 100, 'hidden'))
+        c = tf.reshape(_dense(h, 1, 'output'), [-1])
+    return c, tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES, scope.name + '/')
+
+
+def _grads(loss, variables):
+    return tf.gradients(tf.reduce_mean(loss), variables)
+
+
+def reinforce(passes, variables):
+    """SBN: signal = f - (mean of the other samples' f); loss = -(signal log q + log p)."""
+    hard = passes.hard
+    signal = tf.stop_gradient(U.leave_one_out_centre(hard.elbo))
+    loss = -(signal * tf.add_n(hard.log_q) + hard.log_p)
+    return Estimate(_grads(loss, variables), [tf.reduce_mean(hard.elbo), U.rms(signal)])
+
+
+def nvil(passes, variables, scope='nvil'):
+    """NVIL: signal = f - c(x); c is trained on signal^2 (no variance normalisation)."""
+    hard = passes.hard
+    with tf.variable_scope(scope):
+        c, c_vars = _baseline(passes, 'baseline')
+    signal = tf.stop_gradient(hard.elbo) - c
+    loss = -(tf.stop_gradient(signal) * tf.add_n(hard.log_q) + hard.log_p)
+    return Estimate(_grads(loss, variables), [tf.reduce_mean(hard.elbo)],
+                    baseline_losses=[tf.square(signal)], baseline_vars=c_vars)
+
+
+def simple_muprop(passes, variables, scope='simple_muprop'):
+    """SimpleMuProp: signal = f - eta f(mean pass) - c(x), no linear term."""
+    hard, mean = passes.hard, passes.mean
+    with tf.variable_scope(scope):
+        eta, w = _eta('eta')
+        c, c_vars = _baseline(passes, 'baseline')
+    signal = hard.elbo - eta * mean.elbo - c
+    loss = -(tf.stop_gradient(signal) * tf.add_n(hard.log_q) + hard.log_p)
+    return Estimate(_grads(loss, variables),
+                    [tf.reduce_mean(hard.elbo), tf.reduce_mean(mean.elbo)],
+                    baseline_losses=[tf.square(signal)], baseline_vars=[w] + c_vars)
+
+
+def muprop(passes, variables, scope='muprop'):
+    """MuProp, per layer i with g_i = d f(mean) / d mu_i:
+
+    signal_i = f - eta0_i f(mean) - eta1_i g_i.(b_i - mu_i) - c_i(x);
+    loss = -(sum_i [log q_i signal_i + eta1_i g_i.sigma(a_i)] + log p), signals, eta1 and g held
+    constant in the loss.
+    """
+    hard, mean = passes.hard, passes.mean
+    n_layer = len(hard.samples)
+    slopes = tf.gradients(tf.reduce_sum(mean.elbo), mean.samples)
+    surrogate = hard.log_p
+    losses, trained = [], []
+    for i in range(n_layer):
+        with tf.variable_scope('%s/layer_%d' % (scope, i)):
+            eta0, w0 = _eta('eta0')
+            eta1, w1 = _eta('eta1')
+            c, c_vars = _baseline(passes, 'baseline')
+        linear = tf.reduce_sum(slopes[i] * (hard.samples[i] - mean.samples[i]), 1)
+        signal = hard.elbo - eta0 * mean.elbo - eta1 * linear - c
+        mean_term = tf.reduce_sum(tf.stop_gradient(slopes[i]) * tf.sigmoid(hard.logits[i]), 1)
+        surrogate += (hard.log_q[i] * tf.stop_gradient(signal)
+                      + tf.stop_gradient(eta1) * mean_term)
+        losses.append(tf.square(signal))
+        trained += [w0, w1] + c_vars
+    return Estimate(_grads(-surrogate, variables),
+                    [tf.reduce_mean(hard.elbo), tf.reduce_mean(mean.elbo)],
+                    baseline_losses=losses, baseline_vars=trained)
+
+
+def concrete(passes, variables, temperature):
+    """SBNGumbel: loss = -f(relaxed pass); biased. Reports [hard ELBO, relaxed ELBO]."""
+    relaxed = passes.relaxed(0, temperature)
+    return Estimate(_grads(-relaxed.elbo, variables),
+                    [tf.reduce_mean(passes.hard.elbo), tf.reduce_mean(relaxed.elbo)])
+
+
+def rebar_control_variate(passes, temperature, quadratic, log_temperature=None):
+    """The REBAR control variate, summed over segments s (one per layer when `quadratic`):
+
+        c = sum_s [ f~v_s (held constant) * log q(b_s) - f~_s + f~v_s ],
+
+    f~_s the pass relaxed from the segment's first layer on with u, f~v_s the same with v, and
+    log q(b_s) the hard pass's log q of the segment's layers. Its expectation over u is zero.
+
+    With `log_temperature` (a per-sample tensor of log t), the held-constant f~v_s keeps its
+    derivative in log t (value f~v, gradient d f~v/d log t, none in the model variables), so
+    that differentiating the variance objective in log t gives the exact gradient, through the
+    REINFORCE term as well as the reparameterised one.
+    """
+    hard = passes.hard
+    n_layer = len(hard.samples)
+    segments = ([(l, [l]) for l in range(n_layer)] if quadratic
+                else [(0, list(range(n_layer)))])
+    terms = []
+    for start, layers in segments:
+        f_u = passes.relaxed(start, temperature).elbo
+        f_v = passes.relaxed(start, temperature, use_v=True).elbo
+        f_v_const = tf.stop_gradient(f_v)
+        if log_temperature is not None:
+            df_dt = tf.stop_gradient(tf.gradients(f_v, log_temperature)[0])
+            f_v_const += df_dt * (log_temperature - tf.stop_gradient(log_temperature))
+        log_q = tf.add_n([hard.log_q[l] for l in layers])
+        terms.append(f_v_const * log_q - f_u + f_v)
+    return tf.add_n(terms)
+
+
+def rebar(passes, variables, temperature, quadratic, log_temperature=None, scope='rebar'):
+    """REBAR: loss gradient = -grad[(f - c(x)) log q + log p] + eta * grad[control variate].
+
+    eta = 2 sigma(w_v), one per model variable. eta and c minimise the variance objective
+    mean(g^2) over the entries of the gradient vector g.
+    """
+    hard = passes.hard
+    with tf.variable_scope(scope):
+        c, c_vars = _baseline(passes, 'baseline')
+    learning = (tf.stop_gradient(hard.elbo) - c) * tf.add_n(hard.log_q) + hard.log_p
+    f_grads = _grads(-learning, variables)
+    cv = rebar_control_variate(passes, temperature, quadratic, log_temperature)
+    h_grads = _grads(cv, variables)
+    grads, etas, eta_vars = [], [], []
+    for var, f_g, h_g in zip(variables, f_grads, h_grads):
+        if h_g is None:
+            grads.append(f_g)
+            continue
+        with tf.variable_scope(scope):
+            eta, w = _eta('eta_' + var.op.name.replace('/', '_'))
+        etas.append(eta)
+        eta_vars.append(w)
+        grads.append(eta * h_g if f_g is None else f_g + eta * h_g)
+    variance_objective = tf.reduce_mean(tf.square(U.vectorize(grads, variables)))
+    return Estimate(grads, [tf.reduce_mean(hard.elbo)], cv_vars=eta_vars + c_vars,
+                    variance_objective=variance_objective, etas=etas)
+
+
+EVAL_GROUP = 5       # images per evaluation call (the reference's groups of 5)
+EVAL_SAMPLES = 100   # samples per image of the importance-weighted bound
+
+
+class Step(object):
+    """The graph of one estimator over one batch: inputs, noise, passes, estimate, bound."""
+
+    def __init__(self, model, x, n_samples, static_rows):
+        self.x = x
+        x_tiled = tf.tile(x, [n_samples, 1])
+        n_rows = static_rows or tf.shape(x_tiled)[0]
+        self.noise = [tf.placeholder_with_default(
+            tf.random_uniform([n_rows, model.hparams.n_hidden]),
+            [static_rows, model.hparams.n_hidden], name='u_%d' % i)
+            for i in range(model.hparams.n_layer)]
+        self.passes = ForwardPasses(model.nets, x_tiled, self.noise)
+        # log t tiled over samples, so that d f / d log t can be taken per sample
+        self.log_temperature = tf.tile(model.log_temperature[None], [n_rows])
+        with tf.variable_scope('estimator', reuse=tf.AUTO_REUSE):
+            self.estimate = model.estimate(self)
+        est = self.estimate
+
+        self.control_grads = []
+        if est.baseline_losses:
+            loss = tf.reduce_mean(tf.add_n(est.baseline_losses))
+            self.control_grads += list(zip(tf.gradients(loss, est.baseline_vars),
+                                           est.baseline_vars))
+        self.temperature_grad = None
+        if est.variance_objective is not None:
+            trained = est.cv_vars + ([model.log_temperature] if model.learns_temperature else [])
+            grads = tf.gradients(est.variance_objective, trained)
+            if model.learns_temperature:
+                self.temperature_grad = grads.pop()
+                trained = trained[:-1]
+            self.control_grads += list(zip(grads, trained))
+            if model.learns_temperature:
+                self.control_grads.append((self.temperature_grad, model.log_temperature))
+        self.control_grads = [(g, v) for g, v in self.control_grads if g is not None]
+        self.report = model.report(self)
+
+        # f per (image, sample): rows of the tiled batch are sample-major
+        self.log_f = tf.transpose(tf.reshape(self.passes.hard.elbo, [n_samples, -1]))
+        self.iwae = tf.reduce_mean(U.log_mean_exp(self.log_f, 1))
+
+
+class Model(object):
+    """A sigmoid belief network and one gradient estimator, with its training step.
+
+    Subclasses define `estimate(step) -> Estimate` and, where the report vector differs from
+    the estimator's, `report(step)`.
+
+    static_shapes: fix batch_size and n_samples in the graph (for the NPU), so that no tensor of
+    the training step has an unknown dimension; evaluation then uses its own graph of
+    EVAL_GROUP images x EVAL_SAMPLES samples. The default keeps the reference's flexible shapes.
+    """
+    learns_temperature = False
+    tracked = None   # names of tracked estimators (SBNTrackGradVariances)
+
+    def __init__(self, hparams, mean_xs, static_shapes=False):
+        config.validate(hparams)
+        self.hparams = hparams
+        self.static_shapes = static_shapes
+        self.nets = Networks(hparams, mean_xs)
+        self.variables = self.nets.variables
+        self.global_step = tf.get_variable(
+            'global_step', [], tf.int64, tf.zeros_initializer(), trainable=False,
+            use_resource=True,
+            collections=[tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.GLOBAL_STEP])
+        self.log_temperature = tf.get_variable(
+            'log_temperature', [], tf.float32,
+            tf.constant_initializer(np.log(hparams.temperature)), trainable=False,
+            use_resource=True)
+        self.temperature = tf.exp(self.log_temperature)
+
+        batch = hparams.batch_size if static_shapes else None
+        self.x = tf.placeholder(tf.float32, [batch, hparams.n_input], 'x')
+        if static_shapes:
+            self.n_samples = hparams.n_samples
+            self.train = Step(self, self.x, self.n_samples, batch * self.n_samples)
+            self.eval_x = tf.placeholder(tf.float32, [EVAL_GROUP, hparams.n_input], 'eval_x')
+            with tf.name_scope('eval'):
+                self.eval = Step(self, self.eval_x, EVAL_SAMPLES, EVAL_GROUP * EVAL_SAMPLES)
+        else:
+            self.n_samples = tf.placeholder_with_default(
+                tf.constant(hparams.n_samples), [], 'n_samples')
+            self.train = self.eval = Step(self, self.x, self.n_samples, None)
+        self.noise = self.train.noise
+        self.grads = self.train.estimate.grads
+        self._build_train_op()
+
+    # -- the parts subclasses choose -------------------------------------------------------
+    def estimate(self, step):
+        raise NotImplementedError
+
+    def report(self, step):
+        return step.estimate.report
+
+    def tracked_grads(self, step):
+        """The gradients whose variance is tracked: by default, the one that is followed."""
+        return [U.vectorize(step.estimate.grads)]
+
+    # -- training ----------------------------------------------------------------------------
+    def _build_train_op(self):
+        hp, step = self.hparams, self.train
+        model_grads = [(g, v) for g, v in zip(step.estimate.grads, self.variables)
+                       if g is not None]
+        moments = []
+        for g in self.tracked_grads(step):
+            moments += [g, tf.square(g)]
+        ema_update, read_moments = U.debiased_ema(moments, 0.999, 'gradient_moments')
+
+        computed = [g for g, _ in model_grads + step.control_grads] + step.report
+        with tf.control_dependencies(computed):
+            model_opt = tf.train.AdamOptimizer(hp.learning_rate, beta2=hp.beta2, name='model_adam')
+            updates = [model_opt.apply_gradients(model_grads, global_step=self.global_step),
+                       ema_update]
+            if step.control_grads:
+                control_opt = tf.train.AdamOptimizer(10 * hp.learning_rate, beta2=hp.beta2,
+                                                     name='control_adam')
+                updates.append(control_opt.apply_gradients(step.control_grads))
+        self.train_op = tf.group(*updates)
+        self.grads_finite = tf.reduce_all(tf.is_finite(U.vectorize(
+            [g for g, _ in model_grads + step.control_grads])))
+
+        with tf.control_dependencies([self.train_op]):
+            variances, extras = self._variance_figures(read_moments())
+            self.step_after = self.global_step.read_value()
+        self.grad_variance = variances if self.tracked else variances[0]
+        self.train_report = step.report + extras
+        if self.tracked:   # evaluation reads the averages as they are, updating nothing
+            self.eval_report = self.eval.report + self._variance_figures(read_moments())[1]
+        else:
+            self.eval_report = self.eval.report
+
+    def _variance_figures(self, averages):
+        """Per tracked estimator mean(E[g^2] - mu^2), mu the mean of all tracked E[g]; and, when
+        several are tracked, each one's mean((E[g] - mu)^2) and log mean(mu^2)."""
+        firsts, seconds = averages[0::2], averages[1::2]
+        mu = tf.add_n(firsts) / len(firsts)
+        variances = [tf.reduce_mean(s - tf.square(mu)) for s in seconds]
+        if not self.tracked:
+            return variances, []
+        deviations = [tf.reduce_mean(tf.square(f - mu)) for f in firsts]
+        return variances, deviations + [tf.log(tf.reduce_mean(tf.square(mu)))]
+
+    def partial_fit(self, sess, xs, feed=None):
+        """One training step. Returns (report vector, gradient variance, step, temperature)."""
+        feed_dict = {self.x: xs}
+        feed_dict.update(feed or {})
+        report, variance, step, temperature = sess.run(
+            (self.train_report, self.grad_variance, self.step_after, self.temperature),
+            feed_dict)
+        return np.array(report), variance, step, temperature
+
+    def partial_eval(self, sess, xs, n_samples=EVAL_SAMPLES):
+        """[importance-weighted bound with n_samples, report vector...] for a group of images.
+
+        From 1000 samples on, the bound is taken over chunks of 100 samples and only the bound
+        is returned (as in the reference, which does so to bound memory).
+        """
+        step = self.eval
+        if n_samples < 1000:
+            if self.static_shapes:
+                if n_samples != EVAL_SAMPLES:
+                    raise ValueError('The static-shape build evaluates with %d samples, not %d.'
+                                     % (EVAL_SAMPLES, n_samples))
+                padded = _pad_rows(xs, EVAL_GROUP)
+                log_f, report = sess.run((step.log_f, self.eval_report), {step.x: padded})
+                iwae = np.mean(_log_mean_exp(log_f[:len(xs)], axis=1))
+                return np.array([iwae] + list(report))
+            iwae, report = sess.run((step.iwae, self.eval_report),
+                                    {step.x: xs, self.n_samples: n_samples})
+            return np.array([iwae] + list(report))
+        if n_samples % EVAL_SAMPLES:
+            raise ValueError('From 1000 samples on, n_samples must be a multiple of %d, got %d.'
+                             % (EVAL_SAMPLES, n_samples))
+        chunks = []
+        for _ in range(n_samples // EVAL_SAMPLES):
+            if self.static_shapes:
+                log_f = sess.run(step.log_f, {step.x: _pad_rows(xs, EVAL_GROUP)})[:len(xs)]
+            else:
+                log_f = sess.run(step.log_f, {step.x: xs, self.n_samples: EVAL_SAMPLES})
+            chunks.append(log_f)
+        return np.array([np.mean(_log_mean_exp(np.concatenate(chunks, 1), axis=1))])
+
+
+def _pad_rows(xs, n):
+    if len(xs) > n:
+        raise ValueError('At most %d images per evaluation call, got %d.' % (n, len(xs)))
+    return np.concatenate([xs, np.repeat(xs[-1:], n - len(xs), 0)], 0)
+
+
+def _log_mean_exp(a, axis):
+    m = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.mean(np.exp(a - m), axis=axis))
+
+
+# -- the models users name in --hparams ---------------------------------------------------------
+class SBN(Model):
+    """REINFORCE with a leave-one-out baseline. Report: [ELBO, rms of the centred signal]."""
+
+    def estimate(self, step):
+        return reinforce(step.passes, self.variables)
+
+
+class SBNNVIL(Model):
+    """NVIL. Report: [ELBO]."""
+
+    def estimate(self, step):
+        return nvil(step.passes, self.variables)
+
+
+class SBNSimpleMuProp(Model):
+    """MuProp without the linear term. Report: [ELBO, ELBO of the mean pass]."""
+
+    def estimate(self, step):
+        return simple_muprop(step.passes, self.variables)
+
+
+class SBNMuProp(Model):
+    """MuProp. Report: [ELBO, ELBO of the mean pass]."""
+
+    def estimate(self, step):
+        return muprop(step.passes, self.variables)
+
+
+class SBNGumbel(Model):
+    """Concrete relaxation at a fixed temperature (biased). Report: [hard ELBO, relaxed ELBO]."""
+
+    def estimate(self, step):
+        return concrete(step.passes, self.variables, self.hparams.temperature)
+
+
+class SBNRebar(Model):
+    """REBAR at a fixed temperature. Report: [ELBO, each eta]."""
+
+    def estimate(self, step):
+        return rebar(step.passes, self.variables, self.hparams.temperature,
+                     self.hparams.quadratic)
+
+    def report(self, step):
+        return step.estimate.report + step.estimate.etas
+
+
+class SBNDynamicRebar(Model):
+    """REBAR with the temperature learned on the variance objective.
+
+    Report: [ELBO, temperature, each eta].
+    """
+    learns_temperature = True
+
+    def estimate(self, step):
+        return dynamic_rebar(step, self.variables, self.hparams.quadratic)
+
+    def report(self, step):
+        return step.estimate.report + [self.temperature] + step.estimate.etas
+
+
+def dynamic_rebar(step, variables, quadratic, scope='rebar'):
+    """REBAR at temperature t = exp(w_t), per sample so that d f / d w_t is per sample."""
+    return rebar(step.passes, variables, tf.exp(step.log_temperature)[:, None], quadratic,
+                 log_temperature=step.log_temperature, scope=scope)
+
+
+class SBNTrackGradVariances(Model):
+    """Follows SimpleMuProp and tracks the gradient variance of five estimators on its path.
+
+    Report: [ELBO, temperature, d variance / d log t, its square, each estimator's mean squared
+    deviation from the mean gradient, log mean(mean gradient^2)].
+    """
+    learns_temperature = True
+    tracked = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')
+
+    def estimate(self, step):
+        passes, hp = step.passes, self.hparams
+        parts = [
+            nvil(passes, self.variables),
+            simple_muprop(passes, self.variables),
+            muprop(passes, self.variables),
+            dynamic_rebar(step, self.variables, hp.quadratic, scope='dynamic_rebar'),
+            rebar(passes, self.variables, hp.temperature, hp.quadratic, scope='rebar'),
+        ]
+        nv, smp, mp, dyn, reb = parts
+        step.tracked = [U.vectorize(p.grads, self.variables) for p in parts]
+        return Estimate(smp.grads, smp.report[:1],
+                        baseline_losses=nv.baseline_losses + smp.baseline_losses
+                        + mp.baseline_losses,
+                        baseline_vars=nv.baseline_vars + smp.baseline_vars + mp.baseline_vars,
+                        cv_vars=dyn.cv_vars + reb.cv_vars,
+                        variance_objective=dyn.variance_objective + reb.variance_objective)
+
+    def report(self, step):
+        t_grad = step.temperature_grad
+        return step.estimate.report + [self.temperature, t_grad, t_grad * t_grad]
+
+    def tracked_grads(self, step):
+        return step.tracked
+
+
+def build_model(hparams, mean_xs, static_shapes=False):
+    """The model class named by hparams.model, built in the current default graph."""
+    config.validate(hparams)
+    return globals()[hparams.model](hparams, mean_xs, static_shapes=static_shapes)

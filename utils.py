@@ -1,0 +1,92 @@
+"""Small TensorFlow helpers shared by the model and the driver (graph mode, TF 1.15 and TF 2)."""
+from __future__ import absolute_import, division, print_function
+
+import tensorflow.compat.v1 as tf
+
+# One graph-mode semantics in both worlds: TF 2 behaves as TF 1.15 does (graphs, sessions,
+# v1 control flow and shapes).
+tf.disable_v2_behavior()
+
+EPS = 1e-8
+
+
+def softplus(x):
+    """log(1 + e^x) as m + log(e^-m + e^(x-m)), m = max(0, x): both exponentials stay <= 1."""
+    m = tf.maximum(tf.zeros_like(x), x)
+    return m + tf.log(tf.exp(-m) + tf.exp(x - m))
+
+
+def safe_log(x, eps=EPS):
+    """log(clip(x, eps, 1)): the noise's logs, finite at u = 0 and u = 1."""
+    return tf.log(tf.clip_by_value(x, eps, 1.0))
+
+
+def logit_noise(u):
+    """log u - log(1 - u), the logistic noise behind every hard and relaxed sample."""
+    return safe_log(u) - safe_log(1.0 - u)
+
+
+def bernoulli_log_likelihood(y, logits):
+    """sum_j y_j log sigmoid(l_j) + (1 - y_j) log sigmoid(-l_j), summed over the last axis.
+
+    y may be relaxed (in [0, 1]); shapes [N, D] -> [N].
+    """
+    log_p1 = -softplus(-logits)
+    return tf.reduce_sum(y * log_p1 + (1.0 - y) * (log_p1 - logits), 1)
+
+
+def leave_one_out_centre(x):
+    """x_i - mean_{j != i} x_j over the first axis: a baseline independent of sample i."""
+    n = tf.cast(tf.shape(x)[0], x.dtype)
+    return x - (tf.reduce_sum(x) - x) / (n - 1.0)
+
+
+def rms(x):
+    return tf.sqrt(tf.reduce_mean(tf.square(x)))
+
+
+def log_sum_exp(x, axis):
+    """log sum_k exp(x_k) along `axis`, shifted by the maximum for stability."""
+    m = tf.reduce_max(x, axis, keepdims=True)
+    return tf.squeeze(m, [axis]) + tf.log(tf.reduce_sum(tf.exp(x - m), axis))
+
+
+def log_mean_exp(x, axis):
+    """log (1/K) sum_k exp(x_k) along `axis`."""
+    k = tf.cast(tf.shape(x)[axis], x.dtype)
+    return log_sum_exp(x, axis) - tf.log(k)
+
+
+def vectorize(grads, variables=None):
+    """Concatenates gradients into one vector.
+
+    With `variables`, a missing (None) gradient counts as zeros of its variable's shape;
+    without, missing gradients are left out.
+    """
+    if variables is None:
+        return tf.concat([tf.reshape(g, [-1]) for g in grads if g is not None], 0)
+    return tf.concat([tf.reshape(g if g is not None else tf.zeros_like(v), [-1])
+                      for g, v in zip(grads, variables)], 0)
+
+
+def debiased_ema(tensors, decay, name):
+    """Exponential moving averages with zero-debiasing.
+
+    m_n = decay m_{n-1} + (1 - decay) x_n, m_0 = 0; the average is m_n / (1 - decay^n) (0 before
+    the first update). Returns (update_op, read) where read() builds reads of the averages at
+    the point of the graph where it is called (inside a control dependency on update_op to see
+    this step's values).
+    """
+    with tf.variable_scope(name):
+        count = tf.get_variable('count', [], tf.float32, tf.zeros_initializer(),
+                                trainable=False, use_resource=True)
+        biased = [tf.get_variable('biased_%d' % i, t.shape, tf.float32, tf.zeros_initializer(),
+                                  trainable=False, use_resource=True)
+                  for i, t in enumerate(tensors)]
+    updates = [b.assign(decay * b + (1.0 - decay) * t) for b, t in zip(biased, tensors)]
+    updates.append(count.assign_add(1.0))
+
+    def read():
+        correction = 1.0 - tf.pow(decay, tf.maximum(count.read_value(), 1.0))
+        return [b.read_value() / correction for b in biased]
+    return tf.group(*updates), read
