@@ -182,24 +182,28 @@ def read_amat(path, fix=None):
     fix = fix or fix_command('MNIST', None)
     with open(path, 'rb') as f:
         raw = np.frombuffer(f.read(), np.uint8)
-    digit = (raw == ord('0')) | (raw == ord('1'))
-    bad = ~(digit | np.isin(raw, np.frombuffer(b' \t\r\n', np.uint8)))
+    kind = _AMAT_KIND[raw]  # 0: anything else, 1: white space, 2: a digit 0 or 1
+    digit = kind == 2
+    bad = kind == 0
     bad[1:] |= digit[1:] & digit[:-1]  # "10", "01", "11": not a single binary digit
     if bad.any():
-        first = int(np.argmax(bad))
         raise DataError('%s line %d holds a value other than 0 or 1; binarized MNIST must be binary. '
-                        'Fix: %s' % (path, _line_of(raw, first), fix))
-    ends = np.flatnonzero(raw == ord('\n'))
-    if not len(raw) or raw[-1] != ord('\n'):
-        ends = np.append(ends, len(raw))
-    seen = np.concatenate([[0], np.cumsum(digit)])[ends]
-    per_line = np.diff(np.concatenate([[0], seen]))
+                        'Fix: %s' % (path, _line_of(raw, int(np.argmax(bad))), fix))
+    starts = np.concatenate([[0], np.flatnonzero(raw == ord('\n')) + 1])
+    starts = starts[starts < len(raw)]  # each line with its newline, so starts only increase
+    per_line = (np.add.reduceat(digit.view(np.uint8), starts, dtype=np.int64) if len(raw)
+                else np.zeros(1, int))
     wrong = np.flatnonzero((per_line != 0) & (per_line != N_PIXELS))
     if len(wrong) or not per_line.any():
+        line = wrong[0] if len(wrong) else 0
         raise DataError('%s line %d has %d values; every image needs %d. Fix: %s'
-                        % (path, (wrong[0] if len(wrong) else 0) + 1,
-                           per_line[wrong[0]] if len(wrong) else 0, N_PIXELS, fix))
+                        % (path, line + 1, per_line[line], N_PIXELS, fix))
     return (raw[digit] - ord('0')).reshape(-1, N_PIXELS).astype(np.float32)
+
+
+_AMAT_KIND = np.zeros(256, np.uint8)
+_AMAT_KIND[list(b' \t\r\n')] = 1
+_AMAT_KIND[list(b'01')] = 2
 
 
 def read_grey(path, fix):

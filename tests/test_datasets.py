@@ -218,6 +218,12 @@ def rewrite_amat(index, text):
     return make
 
 
+def empty_amat(directory, splits):
+    missing_amat(directory, splits)
+    open(os.path.join(directory, datasets.AMAT[2]), 'w').close()
+    return datasets.AMAT[2]
+
+
 def missing_amat(directory, splits):
     for name, bits in list(zip(datasets.AMAT, splits))[:2]:
         write_amat(os.path.join(directory, name), bits)
@@ -240,6 +246,7 @@ BAD_MNIST = {
     'amat grey value': (rewrite_amat(2, ' '.join(['0'] * 783 + ['0.5']) + '\n'), 'other than 0'),
     'amat two digits': (rewrite_amat(2, ' '.join(['0'] * 783 + ['10']) + '\n'), 'other than 0'),
     'amat missing split': (missing_amat, 'missing'),
+    'amat empty': (empty_amat, 'line 1 has 0 values'),
 }
 
 
