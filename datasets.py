@@ -80,17 +80,17 @@ def load_data(task, dynamic_b=False, data_dir=None, use_sample=False):
                             % (OMNIGLOT, OMNIGLOT_RAW, _where(data_dir), fix))
         train, test = read_omniglot_mat(path, fix)
         return split_omniglot(train, test, binarize=not dynamic_b)
+    sample = 'the bundled sample of %s real digits (%s%s)' % (
+        _count(sum(SAMPLE_SPLITS)), '/'.join(_count(n) for n in SAMPLE_SPLITS),
+        '; binary only, so dynamic_b re-binarizes fixed images' if dynamic_b else '')
     if use_sample:
-        _say('using the bundled MNIST sample (%s real digits, %s), as asked: not the benchmark.'
-             % (_count(sum(SAMPLE_SPLITS)), _sizes()))
+        _say('using %s, as asked: NOT the benchmark.' % sample)
         return read_sample()
     data = read_mnist(data_dir, dynamic_b)
     if data is None:
-        _say('no MNIST in %s: looked for %s or %s. Using the bundled sample of %s real digits '
-             '(%s%s), NOT the benchmark. Full data: %s'
-             % (_where(data_dir), MNIST_BINARIZED, AMAT_PATTERN, _count(sum(SAMPLE_SPLITS)),
-                _sizes(), '; binary only, so dynamic_b re-binarizes fixed images' if dynamic_b
-                else '', fix_command('MNIST', data_dir)))
+        _say('no MNIST in %s: looked for %s or %s. Using %s, NOT the benchmark. Full data: %s'
+             % (_where(data_dir), MNIST_BINARIZED, AMAT_PATTERN, sample,
+                fix_command('MNIST', data_dir)))
         return read_sample()
     return data
 
@@ -324,10 +324,6 @@ def _where(data_dir):
 
 def _count(n):
     return '{:,}'.format(n)
-
-
-def _sizes():
-    return '/'.join(_count(n) for n in SAMPLE_SPLITS)
 
 
 def _say(message):

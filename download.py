@@ -100,8 +100,7 @@ def main(argv=None):
         parser.error('--dataset must be one of %s or all, not %r'
                      % (', '.join(DATASETS), args.dataset))
     chosen = list(DATASETS) if wanted == 'all' else [names[wanted]]
-    if not os.path.isdir(args.data_dir):
-        os.makedirs(args.data_dir)
+    os.makedirs(args.data_dir, exist_ok=True)
 
     failures = []
     for dataset in chosen:
@@ -157,6 +156,7 @@ def fetch_from(url, spec, part, timeout):
     reason = 'no attempt'
     for _ in range(TRIES_PER_SOURCE):
         have = os.path.getsize(part) if os.path.exists(part) else 0
+        resumed = have > 0  # until a server's answer says otherwise
         if spec.size is None or have < spec.size:
             request = urllib.request.Request(url, headers={'User-Agent': USER_AGENT})
             if have:
@@ -172,7 +172,7 @@ def fetch_from(url, spec, part, timeout):
             except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
                 return 'cannot connect (%s)' % getattr(e, 'reason', e)
             with response:
-                resumed = have and response.status == 206 and response.headers.get(
+                resumed = resumed and response.status == 206 and response.headers.get(
                     'Content-Range', '').startswith('bytes %d-' % have)
                 reason = _receive(response, part, have if resumed else 0)
             if reason is not None:
@@ -181,7 +181,7 @@ def fetch_from(url, spec, part, timeout):
         if problem is None:
             return None
         os.remove(part)
-        if not have:
+        if not resumed:
             return '%s; the file was discarded' % problem
         # The bytes kept from an earlier try may be the bad ones: start over.
         reason = '%s after resuming; the file was discarded' % problem

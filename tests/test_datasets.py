@@ -329,7 +329,7 @@ def test_fallback_to_sample_says_so_on_every_call(tmp_path, capsys):
 def test_sample_when_asked_even_with_full_data(amat_dir, capsys):
     loaded = datasets.load_data('sp', data_dir=amat_dir, use_sample=True)
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and 'bundled MNIST sample' in lines[0] and 'as asked' in lines[0]
+    assert len(lines) == 1 and 'bundled sample' in lines[0] and 'as asked' in lines[0]
     assert [len(x) for x in loaded] == [8000, 1000, 1000]
 
 

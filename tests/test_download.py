@@ -283,6 +283,17 @@ def test_interrupted_download_then_a_rerun(tmp_path, server, public, files, caps
     assert leftovers(tmp_path) == []
 
 
+def test_a_bad_partial_file_is_dropped_and_the_download_restarted(tmp_path, server, public,
+                                                                 files, capsys):
+    name = datasets.AMAT[0]
+    (tmp_path / (name + '.part')).write_bytes(b'9' * CUT)  # left by some other, wrong source
+    code, out, err = run(capsys, tmp_path, '--dataset', 'MNIST', '--mirror', server.base + '/good')
+    assert code == 0, err
+    assert [r for r in server.requests if r[1] == name] == [
+        ('good', name, 'bytes=%d-' % CUT), ('good', name, None)]
+    assert_files_equal(tmp_path, files, [name])
+
+
 def test_present_and_verified_files_are_skipped(tmp_path, server, public, capsys):
     assert run(capsys, tmp_path, '--dataset', 'all', '--mirror', server.base + '/good')[0] == 0
     converted = os.stat(str(tmp_path / datasets.MNIST_BINARIZED)).st_mtime_ns
