@@ -439,16 +439,33 @@ class Model(object):
         if static_shapes:
             self.n_samples = hparams.n_samples
             self.train = Step(self, self.x, self.n_samples, batch * self.n_samples)
-            self.eval_x = tf.placeholder(tf.float32, [EVAL_GROUP, hparams.n_input], 'eval_x')
-            with tf.name_scope('eval'):
-                self.eval = Step(self, self.eval_x, EVAL_SAMPLES, EVAL_GROUP * EVAL_SAMPLES)
+            self._eval = None   # its own fixed-shape graph, built when first needed
         else:
             self.n_samples = tf.placeholder_with_default(
                 tf.constant(hparams.n_samples), [], 'n_samples')
-            self.train = self.eval = Step(self, self.x, self.n_samples, None)
+            self.train = self._eval = Step(self, self.x, self.n_samples, None)
+        self._eval_report = None
         self.noise = self.train.noise
         self.grads = self.train.estimate.grads
         self._build_train_op()
+
+    @property
+    def eval(self):
+        """The evaluation graph: the training graph, or for static shapes one of EVAL_GROUP
+        images x EVAL_SAMPLES samples sharing every variable."""
+        if self._eval is None:
+            x = tf.placeholder(tf.float32, [EVAL_GROUP, self.hparams.n_input], 'eval_x')
+            with tf.name_scope('eval'):
+                self._eval = Step(self, x, EVAL_SAMPLES, EVAL_GROUP * EVAL_SAMPLES)
+        return self._eval
+
+    @property
+    def eval_report(self):
+        """The report for evaluation; its moving-average entries are read, not updated."""
+        if self._eval_report is None:
+            self._eval_report = (self.eval.report
+                                 + self._variance_figures(self._read_moments())[1])
+        return self._eval_report
 
     # -- the parts subclasses choose -------------------------------------------------------
     def estimate(self, step):
@@ -487,12 +504,9 @@ class Model(object):
         with tf.control_dependencies([self.train_op]):
             variances, extras = self._variance_figures(read_moments())
             self.step_after = self.global_step.read_value()
+        self._read_moments = read_moments
         self.grad_variance = variances if self.tracked else variances[0]
         self.train_report = step.report + extras
-        if self.tracked:   # evaluation reads the averages as they are, updating nothing
-            self.eval_report = self.eval.report + self._variance_figures(read_moments())[1]
-        else:
-            self.eval_report = self.eval.report
 
     def _variance_figures(self, averages):
         """Per tracked estimator mean(E[g^2] - mu^2), mu the mean of all tracked E[g]; and, when
