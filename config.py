@@ -17,8 +17,9 @@ MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDyna
           'SBNGumbel', 'SBNTrackGradVariances')
 TASKS = ('sbn', 'sp', 'omni')
 
-# The reference's defaults, in the reference's order; `sp_all_layers` is ours (see README,
-# "The sp erratum").
+# The reference's defaults, in the reference's order. The last two are ours (README, "Where we
+# differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
+# `reference_quadratic_cv` restores the released code's quadratic control variate.
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -36,6 +37,7 @@ DEFAULTS = collections.OrderedDict([
     ('beta2', 0.99999),
     ('task', 'sbn'),
     ('sp_all_layers', False),
+    ('reference_quadratic_cv', False),
 ])
 
 

@@ -153,9 +153,11 @@ class ForwardPasses(object):
         elbo = log_p if self.nets.conditional else log_p - tf.add_n(log_q)
         return Pass(elbo, log_p, log_q, samples, logits)
 
-    def relaxed(self, start, temperature, use_v=False):
-        """Hard below layer `start`, relaxed from it on, with noise u or v (see `relaxed_sample`)."""
-        logit_noise = self.logit_v if use_v else self.logit_u
+    def relaxed(self, start, temperature, v_layers=()):
+        """Hard below layer `start`, relaxed from it on (see `relaxed_sample`), with the
+        conditional noise v in `v_layers` and u elsewhere."""
+        logit_noise = [self.logit_v[i] if i in v_layers else lu
+                       for i, lu in enumerate(self.logit_u)]
         relaxation = self.nets.hparams.muprop_relaxation
         return self._run(lambda i, a: relaxed_sample(a, logit_noise[i], temperature, relaxation),
                          start)
@@ -302,13 +304,17 @@ def concrete(passes, variables, temperature):
                     [tf.reduce_mean(passes.hard.elbo), tf.reduce_mean(relaxed.elbo)])
 
 
-def rebar_control_variate(passes, temperature, quadratic, log_temperature=None):
+def rebar_control_variate(passes, temperature, quadratic, log_temperature=None,
+                          reference_quadratic=False):
     """The REBAR control variate, summed over segments s (one per layer when `quadratic`):
 
         c = sum_s [ f~v_s (held constant) * log q(b_s) - f~_s + f~v_s ],
 
-    f~_s the pass relaxed from the segment's first layer on with u, f~v_s the same with v, and
-    log q(b_s) the hard pass's log q of the segment's layers. Its expectation over u is zero.
+    f~_s the pass hard below the segment's first layer and relaxed from it on with u; f~v_s the
+    same pass with the conditional noise v in the segment's layers; log q(b_s) the hard pass's
+    log q of the segment's layers. Its expectation over u is zero. (`reference_quadratic`: v in
+    every relaxed layer, as the released code does; that leaves the per-layer terms with a
+    non-zero mean when n_layer > 1, see README.)
 
     With `log_temperature` (a per-sample tensor of log t), the held-constant f~v_s keeps its
     derivative in log t (value f~v, gradient d f~v/d log t, none in the model variables), so
@@ -321,8 +327,9 @@ def rebar_control_variate(passes, temperature, quadratic, log_temperature=None):
                 else [(0, list(range(n_layer)))])
     terms = []
     for start, layers in segments:
+        v_layers = range(start, n_layer) if reference_quadratic else layers
         f_u = passes.relaxed(start, temperature).elbo
-        f_v = passes.relaxed(start, temperature, use_v=True).elbo
+        f_v = passes.relaxed(start, temperature, v_layers).elbo
         f_v_const = tf.stop_gradient(f_v)
         if log_temperature is not None:
             df_dt = tf.stop_gradient(tf.gradients(f_v, log_temperature)[0])
@@ -343,7 +350,8 @@ def rebar(passes, variables, temperature, quadratic, log_temperature=None, scope
         c, c_vars = _baseline(passes, 'baseline')
     learning = (tf.stop_gradient(hard.elbo) - c) * tf.add_n(hard.log_q) + hard.log_p
     f_grads = _grads(-learning, variables)
-    cv = rebar_control_variate(passes, temperature, quadratic, log_temperature)
+    cv = rebar_control_variate(passes, temperature, quadratic, log_temperature,
+                               passes.nets.hparams.reference_quadratic_cv)
     h_grads = _grads(cv, variables)
     grads, etas, eta_vars = [], [], []
     for var, f_g, h_g in zip(variables, f_grads, h_grads):

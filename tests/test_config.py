@@ -12,7 +12,7 @@ def test_defaults_are_the_references():
     expected = dict(model='SBNGumbel', n_hidden=200, n_input=784, n_layer=1, nonlinear=False,
                     learning_rate=0.001, temperature=0.5, n_samples=1, batch_size=24, trial=1,
                     muprop_relaxation=True, dynamic_b=False, quadratic=True, beta2=0.99999,
-                    task='sbn', sp_all_layers=False)
+                    task='sbn', sp_all_layers=False, reference_quadratic_cv=False)
     assert dict(hp.values()) == expected
 
 

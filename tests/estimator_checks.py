@@ -1,0 +1,77 @@
+"""Tools the estimator tests share: tiny models, fed noise, and the exact gradient by enumeration."""
+from __future__ import absolute_import, division, print_function
+
+import itertools
+
+import numpy as np
+
+import config
+import rebar
+import utils as U
+import tensorflow.compat.v1 as tf
+
+TINY = 'n_input=6,n_hidden=3'
+
+
+def tiny_data(n=8, seed=0):
+    """Binary images of 6 pixels with a known mean."""
+    rng = np.random.RandomState(seed)
+    return (rng.rand(n, 6) < np.linspace(0.2, 0.8, 6)).astype(np.float32)
+
+
+def build(spec, mean_xs, static_shapes=False):
+    hp = config.parse_hparams(spec)
+    return rebar.build_model(hp, mean_xs, static_shapes=static_shapes)
+
+
+def noise_feed(model, n_rows, rng):
+    """Uniform noise for every layer, drawn by numpy so both TensorFlows see the same numbers."""
+    h = model.hparams.n_hidden
+    return {u: rng.rand(n_rows, h).astype(np.float32) for u in model.noise}
+
+
+def exact_loss_gradient(model, xs):
+    """-grad mean_x E_q(b|x)[f(x, b)] by summing over every latent configuration b.
+
+    Returns one vector over model.variables (zeros where the objective does not depend on one).
+    """
+    nets, hp = model.nets, model.hparams
+    n_units = hp.n_layer * hp.n_hidden
+    configs = np.array(list(itertools.product([0.0, 1.0], repeat=n_units)), np.float32)
+    x_rep = np.repeat(xs, len(configs), 0)
+    b = np.tile(configs, (len(xs), 1))
+    samples = [tf.constant(b[:, i * hp.n_hidden:(i + 1) * hp.n_hidden])
+               for i in range(hp.n_layer)]
+    parent = nets.recognition_input(tf.constant(x_rep))
+    log_q = 0.0
+    for i in range(hp.n_layer):
+        log_q += U.bernoulli_log_likelihood(samples[i], nets.q_logits(i, parent))
+        parent = 2.0 * samples[i] - 1.0
+    log_p = nets.log_p(tf.constant(x_rep), samples)
+    f = log_p if nets.conditional else log_p - log_q
+    q = tf.reshape(tf.exp(log_q), [len(xs), len(configs)])
+    objective = tf.reduce_mean(tf.reduce_sum(q * tf.reshape(f, [len(xs), -1]), 1))
+    return U.vectorize(tf.gradients(-objective, model.variables), model.variables)
+
+
+def perturb(sess, model, rng):
+    """Random eta, baseline weights and temperature: the estimators stay unbiased for any."""
+    for v in tf.global_variables():
+        name = v.op.name
+        if name.startswith('estimator/'):
+            shape = v.shape.as_list()
+            scale = 1.0 if 'eta' in name else 0.3
+            v.load(np.float32(scale) * np.asarray(rng.randn(*shape), np.float32), sess)
+    model.log_temperature.load(np.log(rng.uniform(0.2, 1.5)), sess)
+
+
+def sample_gradients(sess, model, xs, runs, rng):
+    """`runs` independent draws of the model's loss-gradient vector on the batch xs."""
+    grad = U.vectorize(model.grads, model.variables)
+    n_rows = len(xs) * model.hparams.n_samples
+    draws = []
+    for _ in range(runs):
+        feed = noise_feed(model, n_rows, rng)
+        feed[model.x] = xs
+        draws.append(sess.run(grad, feed))
+    return np.array(draws)
