@@ -1,0 +1,531 @@
+"""rebar_train.py end to end: the reference's lines and what the run directory holds, resuming
+after SIGKILL (during training and during a checkpoint write), refusals, a non-finite stop, the
+flag aliases, the ModelArts boot file and the ModelZoo scripts.
+
+The three in-process runs share one module fixture (graphs are expensive); the subprocess tests
+use a small data directory (10 steps an epoch) so that they cover many epochs quickly.
+"""
+from __future__ import absolute_import, division, print_function
+
+import ast
+import collections
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import config
+import datasets
+import rebar_train
+import tensorflow.compat.v1 as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_COMMAND_HPARAMS = 'model=SBNDynamicRebar,learning_rate=0.0003,n_layer=2,task=sbn'
+TRACKED = ('DynamicREBAR', 'MuProp', 'NVIL', 'REBAR', 'SimpleMuProp')   # sorted, as printed
+
+
+# -- the reference's output format -------------------------------------------------------------------
+Entry = collections.namedtuple('Entry', 'kind step values bracket variance')
+_HEAD = re.compile(r'^(Step|Valid|Test) (\d+): (\[.*)$')
+
+
+def parse_reference_output(text):
+    """Parses stdout as the reference prints it; any other line fails the parse.
+
+    Returns (hparams dict, [Entry]); a Step entry's `variance` is the float of the next line, or
+    for SBNTrackGradVariances the list of ('NAME', float) tuples on the next lines.
+    """
+    lines = text.split('\n')
+    assert lines[-1] == '', 'output must end with a newline'
+    hparams = ast.literal_eval(lines[0])
+    entries, i = [], 1
+    while i < len(lines) - 1:
+        line = lines[i]
+        if line == '':
+            i += 1
+            continue
+        match = _HEAD.match(line)
+        assert match, 'not a reference line: %r' % line
+        kind, step, bracket = match.group(1), int(match.group(2)), match.group(3)
+        while not bracket.endswith(']'):   # numpy wraps long vectors over several lines
+            i += 1
+            assert lines[i].startswith(' '), 'not a continuation: %r' % lines[i]
+            bracket += '\n' + lines[i]
+        values = np.array([float(v) for v in bracket[1:-1].split()])
+        variance = None
+        if kind == 'Step':
+            i += 1
+            if lines[i].startswith('('):
+                variance = []
+                while lines[i].startswith('('):
+                    name, value = ast.literal_eval(lines[i])
+                    variance.append((name, float(value)))
+                    i += 1
+                i -= 1
+            else:
+                variance = float(lines[i])
+        entries.append(Entry(kind, step, values, bracket, variance))
+        i += 1
+    return hparams, entries
+
+
+def steps_of(entries, kind):
+    return [e.step for e in entries if e.kind == kind]
+
+
+def read_events(run_dir):
+    """{tag: [(step, value)]} over the run's event files."""
+    scalars = collections.defaultdict(list)
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith('events.out.tfevents'):
+            for event in tf.train.summary_iterator(os.path.join(run_dir, name)):
+                for value in event.summary.value:
+                    scalars[value.tag].append((event.step, value.simple_value))
+    return scalars
+
+
+def read_records(run_dir):
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def dir_snapshot(path):
+    snapshot = {}
+    for name in sorted(os.listdir(path)):
+        with open(os.path.join(path, name), 'rb') as f:
+            snapshot[name] = (hashlib.sha256(f.read()).hexdigest(),
+                              os.stat(os.path.join(path, name)).st_mtime_ns)
+    return snapshot
+
+
+# -- the three end-to-end runs on the bundled sample ----------------------------------------------------
+Run = collections.namedtuple('Run', 'hparams run_dir out err data trainer')
+
+
+@pytest.fixture(scope='module')
+def sample():
+    return datasets.load_data('sbn', use_sample=True)
+
+
+@pytest.fixture(scope='module')
+def runs(sample, tmp_path_factory):
+    """340 steps on the bundled sample (8,000 training images: 334 steps an epoch, so one
+    epoch line and one partial), evaluated every epoch and at the end. SBNTrackGradVariances is
+    evaluated on 50 + 50 images: its evaluation runs every estimator, 100 samples an image."""
+    specs = [
+        ('SBNDynamicRebar', REFERENCE_COMMAND_HPARAMS + ',n_hidden=16', sample),
+        ('SBNNVIL', 'model=SBNNVIL,n_hidden=16', sample),
+        ('SBNTrackGradVariances', 'model=SBNTrackGradVariances,n_hidden=16',
+         (sample[0], sample[1][:50], sample[2][:50])),
+    ]
+    results = {}
+    for name, spec, data in specs:
+        hp = config.parse_hparams(spec)
+        run_dir = str(tmp_path_factory.mktemp(name) / 'run')
+        out, err = io.StringIO(), io.StringIO()
+        options = rebar_train.make_options(hp, working_dir=run_dir, max_steps=340, eval_freq=1,
+                                           device='auto', fast_start=True, seed=1,
+                                           checkpoint_secs=0, progress_secs=0)
+        trainer = rebar_train.Trainer(options, data=data, out=out, err=err)
+        assert trainer.train() == 340
+        results[name] = Run(hp, run_dir, out.getvalue(), err.getvalue(), data, trainer)
+    yield results
+    for run in results.values():
+        run.trainer.close()
+
+
+@pytest.mark.parametrize('name', ['SBNDynamicRebar', 'SBNNVIL', 'SBNTrackGradVariances'])
+def test_output_parses_as_the_reference_and_matches_the_run_directory(runs, name):
+    run = runs[name]
+    hparams, entries = parse_reference_output(run.out)
+    assert hparams == dict(run.hparams.values())
+    assert 'device: auto: CPU' in run.err or 'device: auto: GPU' in run.err
+    # one full epoch (334 steps), the partial one at --max_steps; evaluation after each
+    assert steps_of(entries, 'Step') == [334, 340]
+    assert steps_of(entries, 'Valid') == steps_of(entries, 'Test') == [334, 340]
+    n_report = {'SBNNVIL': 1, 'SBNTrackGradVariances': 10}.get(name)
+    for e in entries:
+        expected = n_report if e.kind == 'Step' else n_report and n_report + 1
+        assert expected is None or len(e.values) == expected, e
+        assert np.all(np.isfinite(e.values))
+    for e in (e for e in entries if e.kind == 'Step'):
+        if name == 'SBNTrackGradVariances':
+            assert [n for n, _ in e.variance] == list(TRACKED)
+        else:
+            assert isinstance(e.variance, float)
+    if name == 'SBNDynamicRebar':   # [ELBO, temperature, each eta]
+        steps = [e for e in entries if e.kind == 'Step']
+        assert all(0 < e.values[1] < 10 and len(e.values) >= 3 for e in steps)
+
+    with open(os.path.join(run.run_dir, 'hparams.json')) as f:
+        assert json.load(f) == run.hparams.values()
+
+    records = read_records(run.run_dir)
+    train = [r for r in records if r['kind'] == 'train']
+    evals = [r for r in records if r['kind'] == 'eval']
+    assert [(r['step'], r['partial']) for r in train] == [(334, False), (340, True)]
+    assert [r['steps'] for r in train] == [334, 6]
+    assert [r['step'] for r in evals] == [334, 340]
+    printed = [e for e in entries if e.kind == 'Step']
+    for r, e in zip(train, printed):
+        # the printed vector is numpy's str of the float32 mean that the record holds
+        assert str(np.array(r['report'], np.float32)) == e.bracket
+        if name == 'SBNTrackGradVariances':
+            assert sorted(r['log_grad_variance'].items()) == e.variance
+        else:
+            assert r['log_grad_variance'] == e.variance
+    for r, valid, test in zip(evals, [e for e in entries if e.kind == 'Valid'],
+                              [e for e in entries if e.kind == 'Test']):
+        np.testing.assert_allclose(r['valid'], valid.values, rtol=1e-6)
+        np.testing.assert_allclose(r['test'], test.values, rtol=1e-6)
+        assert r['valid'][0] < 0 and r['test'][0] < 0   # log-likelihood bounds
+    with open(os.path.join(run.run_dir, 'log.txt')) as f:
+        assert f.read() == run.out.split('\n', 1)[1]
+
+    events = read_events(run.run_dir)
+    assert [s for s, _ in events['Train ELBO']] == [334, 340]
+    for (s, v), r in zip(events['Train ELBO'], train):
+        assert v == np.float32(r['report'][0])
+    for (s, v), r in zip(events['Temperature'], train):
+        assert v == np.float32(r['temperature'])
+    if name == 'SBNTrackGradVariances':
+        for estimator in TRACKED:
+            values = [v for _, v in events['log grad variance/' + estimator]]
+            assert values == [np.float32(r['log_grad_variance'][estimator]) for r in train]
+    else:
+        assert [v for _, v in events['log grad variance']] == \
+            [np.float32(r['log_grad_variance']) for r in train]
+    assert [v for _, v in events['Valid bound']] == [np.float32(r['valid'][0]) for r in evals]
+    assert [v for _, v in events['Test bound']] == [np.float32(r['test'][0]) for r in evals]
+
+
+def test_the_checkpoint_restores_every_variable(runs):
+    """Weights, both Adams' slots, gradient EMAs, temperature, etas, baselines, global step."""
+    trainer = runs['SBNDynamicRebar'].trainer
+    with trainer.graph.as_default():
+        variables = tf.global_variables()
+    names = set(v.op.name for v in variables)
+    assert {'log_temperature', 'global_step'} <= names
+    for part in ('model_adam', 'control_adam', 'gradient_moments', 'eta', 'baseline'):
+        assert any(part in n for n in names), part
+    before = trainer.sess.run(variables)
+    trainer.sess.run(trainer.init_op)   # fresh initial values, Adam slots back to zero
+    scrambled = trainer.sess.run(variables)
+    changed = [v.op.name for v, a, b in zip(variables, before, scrambled)
+               if not np.array_equal(a, b)]
+    assert len(changed) > len(variables) // 2
+    trainer.restore_latest()
+    for v, a, b in zip(variables, before, trainer.sess.run(variables)):
+        np.testing.assert_array_equal(a, b, err_msg=v.op.name)
+    assert trainer.step == 340
+
+
+def test_different_hparams_are_refused_and_nothing_is_touched(runs):
+    run = runs['SBNDynamicRebar']
+    before = dir_snapshot(run.run_dir)
+    options = rebar_train.make_options(run.hparams.replace(learning_rate=0.001),
+                                       working_dir=run.run_dir, max_steps=400)
+    with pytest.raises(rebar_train.RunDirError) as e:
+        rebar_train.Trainer(options, data=run.data, out=io.StringIO(), err=io.StringIO())
+    assert 'learning_rate=0.0003 there, 0.001 now' in str(e.value)
+    assert 'Nothing was changed' in str(e.value)
+    # the command line: exit code 2 and the message
+    err = io.StringIO()
+    rebar_train.FLAGS(['rebar_train', '--hparams=model=SBNDynamicRebar,n_layer=1',
+                       '--working_dir=%s' % run.run_dir])
+    try:
+        assert rebar_train.cli(err=err) == 2
+    finally:
+        rebar_train.FLAGS.unparse_flags()
+    assert 'other hparams' in err.getvalue() and 'n_layer=2 there, 1 now' in err.getvalue()
+    assert dir_snapshot(run.run_dir) == before
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(runs):
+    run = runs['SBNNVIL']
+    with open(os.path.join(run.run_dir, 'progress.json')) as f:
+        state = json.load(f)
+    assert state['step'] == 340
+    prefix = os.path.join(run.run_dir, state['checkpoint'])
+    with open(prefix + '.data-00000-of-00001', 'rb') as f:
+        saved = f.read()
+    poisoned = (np.full_like(run.data[0], np.nan),) + tuple(run.data[1:])
+    options = rebar_train.make_options(run.hparams, working_dir=run.run_dir, max_steps=400,
+                                       fast_start=True, checkpoint_secs=0, checkpoint_steps=1)
+    trainer = rebar_train.Trainer(options, data=poisoned, out=io.StringIO(), err=io.StringIO())
+    try:
+        with pytest.raises(rebar_train.NonFiniteError) as e:
+            trainer.train()
+    finally:
+        trainer.close()
+    assert str(e.value).startswith('step 341: non-finite')
+    assert 'model.ckpt-340' in str(e.value) and 'is kept' in str(e.value)
+    with open(os.path.join(run.run_dir, 'progress.json')) as f:
+        assert json.load(f) == state
+    with open(prefix + '.data-00000-of-00001', 'rb') as f:
+        assert f.read() == saved
+    reader = tf.train.NewCheckpointReader(prefix)
+    for name in reader.get_variable_to_shape_map():
+        assert np.all(np.isfinite(reader.get_tensor(name))), name
+
+
+# -- flags -------------------------------------------------------------------------------------------
+def test_the_reference_command_line_works_unchanged():
+    rebar_train.FLAGS(['rebar_train.py', '--hparams=' + REFERENCE_COMMAND_HPARAMS])
+    try:
+        options = rebar_train.resolve_options(
+            **dict((n, rebar_train.FLAGS[n].value) for n in rebar_train.OPTION_FLAGS))
+    finally:
+        rebar_train.FLAGS.unparse_flags()
+    hp = options.hparams
+    assert (hp.model, hp.learning_rate, hp.n_layer, hp.task) == ('SBNDynamicRebar', 0.0003, 2,
+                                                                 'sbn')
+    assert hp.batch_size == 24 and options.max_steps == 2000000 and options.eval_freq == 20
+    assert rebar_train.default_run_dir(hp) == os.path.join(
+        'runs', 'learning_rate_0.0003.model_SBNDynamicRebar.n_layer_2')
+
+
+def test_the_ascend_ports_flags_are_aliases():
+    o = rebar_train.resolve_options(hparams='model=SBNNVIL', data_path='/d', batch_size=32,
+                                    learning_rate=0.01, steps=500)
+    assert (o.data_dir, o.hparams.batch_size, o.hparams.learning_rate, o.max_steps) == \
+        ('/d', 32, 0.01, 500)
+    # the same value twice is no conflict
+    o = rebar_train.resolve_options(hparams='batch_size=32', batch_size=32, data_dir='/d',
+                                    data_path='/d', max_steps=5, steps=5)
+    assert (o.hparams.batch_size, o.data_dir, o.max_steps) == (32, '/d', 5)
+
+
+@pytest.mark.parametrize('kw, message', [
+    (dict(hparams='batch_size=32', batch_size=24), '--batch_size=24 conflicts with batch_size=32'),
+    (dict(hparams='learning_rate=0.1', learning_rate=0.2), 'learning_rate'),
+    (dict(max_steps=10, steps=20), '--max_steps=10 conflicts with --steps=20'),
+    (dict(data_dir='/a', data_path='/b'), '--data_dir=/a conflicts with --data_path=/b'),
+    (dict(hparams='n_layers=2'), "Unknown hparam 'n_layers'"),
+    (dict(batch_size=1), 'batch_size must be at least 2'),
+    (dict(eval_freq=-1), '--eval_freq must be >= 0'),
+])
+def test_conflicting_or_bad_flags_are_usage_errors(kw, message):
+    with pytest.raises(rebar_train.UsageError) as e:
+        rebar_train.resolve_options(**kw)
+    assert message in str(e.value)
+
+
+# -- subprocesses: SIGKILL, ModelArts, the ModelZoo scripts ------------------------------------------
+@pytest.fixture(scope='module')
+def small_data(sample, tmp_path_factory):
+    """240 / 20 / 20 real digits as binarized_mnist_*.amat: 10 steps an epoch."""
+    path = tmp_path_factory.mktemp('small_data')
+    for split, images in zip(('train', 'valid', 'test'), (sample[0][:240], sample[1][:20],
+                                                          sample[2][:20])):
+        with open(str(path / ('binarized_mnist_%s.amat' % split)), 'w') as f:
+            f.writelines(' '.join('%d' % v for v in row) + '\n' for row in images)
+    return str(path)
+
+
+def train_command(*flags):
+    return [sys.executable, '-u', os.path.join(ROOT, 'rebar_train.py')] + list(flags)
+
+
+KILL_IN_SAVE = textwrap.dedent('''
+    # rebar_train, killed by SIGKILL in the middle of its checkpoint save number {n}: the new
+    # checkpoint's data file is half written when the process dies.
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    import rebar_train
+    from absl import app
+    import tensorflow.compat.v1 as tf
+    original, calls = tf.train.Saver.save, []
+    def save(self, sess, prefix, *args, **kwargs):
+        calls.append(prefix)
+        result = original(self, sess, prefix, *args, **kwargs)
+        if len(calls) == {n}:
+            data = prefix + '.data-00000-of-00001'
+            with open(data, 'r+b') as f:
+                f.truncate(os.path.getsize(data) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    tf.train.Saver.save = save
+    app.run(rebar_train.main)
+''')
+
+
+def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small_data,
+                                                                           tmp_path):
+    run_dir = str(tmp_path / 'run')
+    common = ['--hparams=model=SBNDynamicRebar,n_layer=1,n_hidden=16', '--data_dir=' + small_data,
+              '--working_dir=' + run_dir, '--eval_freq=2', '--checkpoint_steps=25',
+              '--checkpoint_secs=0', '--fast_start', '--seed=3']
+
+    # 1. killed while writing its second checkpoint (step 50): the first (25) stays the one
+    script = tmp_path / 'kill_in_save.py'
+    script.write_text(KILL_IN_SAVE.format(root=ROOT, n=2))
+    first = subprocess.run([sys.executable, '-u', str(script)] + common + ['--max_steps=1000'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=300)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+    assert 'checkpoint model.ckpt-25 saved' in first.stderr
+    assert 'model.ckpt-50 saved' not in first.stderr
+    assert os.path.exists(os.path.join(run_dir, 'model.ckpt-50.index'))   # the torn one
+    with open(os.path.join(run_dir, 'progress.json')) as f:
+        assert json.load(f)['step'] == 25
+    _, first_entries = parse_reference_output(first.stdout)
+    assert steps_of(first_entries, 'Step') == [10, 20, 30, 40, 50]
+    temperature_25 = float(np.exp(tf.train.load_variable(os.path.join(run_dir, 'model.ckpt-25'),
+                                                         'log_temperature')))
+
+    # 2. resumes from 25; killed from outside while training, after its checkpoint at 75
+    with open(str(tmp_path / 'second.out'), 'w') as out:
+        second = subprocess.Popen(train_command(*common + ['--max_steps=1000']), stdout=out,
+                                  stderr=subprocess.PIPE, universal_newlines=True)
+        second_err = []
+        for line in second.stderr:
+            second_err.append(line)
+            if 'checkpoint model.ckpt-75 saved' in line:
+                second.send_signal(signal.SIGKILL)
+                break
+        second.stderr.close()
+        assert second.wait(timeout=60) == -signal.SIGKILL, ''.join(second_err)[-2000:]
+    second_err = ''.join(second_err)
+    resumed = re.search(r'resumed from model\.ckpt-25 at step 25 \(temperature (\S+)\)',
+                        second_err)
+    assert resumed, second_err[-2000:]
+    assert float(resumed.group(1)) == pytest.approx(temperature_25, rel=1e-6)
+    removed = re.search(r'removed \d+ unfinished checkpoint or temporary file\(s\): (.*)',
+                        second_err)
+    assert removed and 'model.ckpt-50.index' in removed.group(1)
+    with open(os.path.join(run_dir, 'progress.json')) as f:
+        state = json.load(f)
+    assert state['step'] >= 75 and 'model.ckpt-75' in state['checkpoints']
+    latest = os.path.join(run_dir, state['checkpoint'])
+    saved = dict((name, tf.train.load_variable(latest, name))
+                 for name, _ in tf.train.list_variables(latest)
+                 if name == 'log_temperature' or name.startswith('estimator/rebar/eta'))
+    assert len(saved) > 3
+
+    # 3. resumes from the last checkpoint and finishes at step 120 (an epoch boundary)
+    third = subprocess.run(train_command(*common + ['--max_steps=120']), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    resumed = re.search(r'resumed from %s at step %d \(temperature (\S+)\)'
+                        % (state['checkpoint'], state['step']), third.stderr)
+    assert resumed, third.stderr[-2000:]
+    assert float(resumed.group(1)) == pytest.approx(
+        float(np.exp(saved['log_temperature'])), rel=1e-6)
+
+    # the metrics: every epoch and every evaluation once, in order, no gap
+    records = read_records(run_dir)
+    train = [r for r in records if r['kind'] == 'train']
+    assert [r['step'] for r in train] == list(range(10, 121, 10))
+    assert not any(r['partial'] for r in train)
+    assert [r['step'] for r in records if r['kind'] == 'eval'] == list(range(20, 121, 20))
+    # what the first process printed before its checkpoint at 25 is what the file keeps
+    kept = [e for e in first_entries if e.kind == 'Step' and e.step <= 25]
+    assert [str(np.array(r['report'], np.float32)) for r in train[:2]] == \
+        [e.bracket for e in kept]
+    # the third run printed the epochs after its checkpoint, and nothing before it
+    _, third_entries = parse_reference_output(third.stdout)
+    assert steps_of(third_entries, 'Step') == [s for s in range(10, 121, 10) if s > state['step']]
+    with open(os.path.join(run_dir, 'progress.json')) as f:
+        final = json.load(f)
+    assert final['step'] == 120 and len(final['checkpoints']) == 3
+    # the etas moved on from the checkpoint they were restored from, as training does
+    final_path = os.path.join(run_dir, final['checkpoint'])
+    assert any(not np.array_equal(tf.train.load_variable(final_path, n), v)
+               for n, v in saved.items())
+
+
+def test_modelarts_entry_with_local_paths_trains_into_train_url_and_resumes(small_data,
+                                                                             tmp_path):
+    train_url = str(tmp_path / 'train_url')
+    command = [sys.executable, '-u', os.path.join(ROOT, 'modelarts_entry.py'),
+               '--data_url=' + small_data, '--train_url=' + train_url,
+               '--hparams=model=SBNNVIL,n_hidden=16', '--eval_freq=3', '--fast_start',
+               '--sync_secs=1', '--num_gpus=1']
+    first = subprocess.run(command + ['--cache_dir=' + str(tmp_path / 'cache1'),
+                                      '--max_steps=30'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert 'ignoring arguments rebar_train does not know: --num_gpus=1' in first.stderr
+    _, entries = parse_reference_output(first.stdout)
+    assert steps_of(entries, 'Step') == [10, 20, 30] and steps_of(entries, 'Test') == [30]
+    names = set(os.listdir(train_url))
+    assert {'hparams.json', 'progress.json', 'checkpoint', 'metrics.jsonl', 'log.txt',
+            'model.ckpt-30.index', 'model.ckpt-30.data-00000-of-00001',
+            'model.ckpt-30.driver.npz'} <= names
+    assert any(n.startswith('events.out.tfevents') for n in names)
+    assert not [n for n in names if '.tmp-' in n]
+    with open(os.path.join(train_url, 'log.txt')) as f:
+        assert f.read() == first.stdout.split('\n', 1)[1]
+    with open(os.path.join(train_url, 'checkpoint')) as f:
+        assert 'model_checkpoint_path: "model.ckpt-30"' in f.read()
+
+    # a restarted job (new local disk) takes the run from train_url and resumes it
+    second = subprocess.run(command + ['--cache_dir=' + str(tmp_path / 'cache2'),
+                                       '--max_steps=50'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert 'resumed from model.ckpt-30 at step 30' in second.stderr
+    with open(os.path.join(train_url, 'progress.json')) as f:
+        assert json.load(f)['step'] == 50
+    names = set(os.listdir(train_url))
+    assert 'model.ckpt-50.index' in names and 'model.ckpt-30.index' not in names
+    assert [r['step'] for r in read_records(train_url) if r['kind'] == 'train'] == \
+        [10, 20, 30, 40, 50]
+
+
+def _summary(stdout):
+    fields = dict(re.findall(r'^(\w+) = (.*)$', stdout, re.M))
+    for name in ('Network', 'RankSize', 'BatchSize', 'DeviceType', 'CaseName', 'ActualFPS',
+                 'TrainingTime', 'ActualLoss', 'E2ETrainingTime'):
+        assert name in fields, (name, stdout)
+    return fields
+
+
+@pytest.mark.parametrize('script', ['train_full_1p.sh', 'train_performance_1p.sh'])
+def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, ASCEND_DEVICE_ID='5')
+    result = subprocess.run(
+        ['bash', os.path.join(ROOT, 'scripts', script), '--data_path=' + str(tmp_path / 'none'),
+         '--output_path=' + str(tmp_path / 'output'), '--train_steps=40', '--batch_size=24',
+         '--hparams=' + REFERENCE_COMMAND_HPARAMS.replace('n_layer=2', 'n_layer=1')
+         + ',n_hidden=16', '--fast_start'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
+        timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    fields = _summary(result.stdout)
+    out_dir = tmp_path / 'output' / '5'
+    with open(str(out_dir / 'train_5.log')) as f:
+        log = f.read()
+    assert 'bundled sample' in log   # --data_path holds no MNIST
+    mode = 'acc' if 'full' in script else 'perf'
+    assert fields['CaseName'] == 'REBAR_SBNDynamicRebar_for_TensorFlow_bs24_1p_' + mode
+    assert (out_dir / (fields['CaseName'] + '.log')).exists()
+    assert fields['BatchSize'] == '24' and fields['RankSize'] == '1'
+    # the numbers are those of the log
+    last_step = [l for l in log.splitlines() if l.startswith('Step ')][-1]
+    assert last_step.startswith('Step 40: [')
+    elbo = float(last_step.split('[')[1].split()[0])
+    assert float(fields['ActualLoss']) == pytest.approx(-elbo, abs=1e-4)
+    rates = [float(r) for r in re.findall(r'([0-9.]+) images/s', log)]
+    assert len(rates) >= (10 if mode == 'perf' else 1)
+    expected = np.mean(rates[1:]) if len(rates) > 1 else rates[0]
+    assert float(fields['ActualFPS']) == pytest.approx(expected, abs=0.01)
+    assert float(fields['TrainingTime']) == pytest.approx(24 * 1000 / float(fields['ActualFPS']),
+                                                          abs=0.01)
+    assert int(fields['E2ETrainingTime']) >= 0
+    if mode == 'acc':
+        last_test = [l for l in log.splitlines() if l.startswith('Test ')][-1]
+        assert float(fields['TrainAccuracy']) == float(last_test.split('[')[1].split()[0]) < 0
+    else:
+        assert 'Test ' not in log   # no evaluation in a performance run
