@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -275,6 +276,31 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(runs):
     reader = tf.train.NewCheckpointReader(prefix)
     for name in reader.get_variable_to_shape_map():
         assert np.all(np.isfinite(reader.get_tensor(name))), name
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(sample, tmp_path):
+    """What a scheduler's SIGTERM (or Ctrl-C) does: finish the step, checkpoint, stop."""
+    hp = config.parse_hparams('model=SBNNVIL,n_hidden=16')
+    data = (sample[0][:240], sample[1][:10], sample[2][:10])
+    options = rebar_train.make_options(hp, working_dir=str(tmp_path / 'run'),
+                                       max_steps=10 ** 9, fast_start=True, checkpoint_secs=0,
+                                       progress_secs=0)
+    trainer = rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        timer.start()
+        with pytest.raises(rebar_train.Stopped) as e:
+            trainer.train()
+    finally:
+        timer.cancel()
+        trainer.close()
+    assert e.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == handler   # the handler is put back
+    with open(str(tmp_path / 'run' / 'progress.json')) as f:
+        state = json.load(f)
+    assert state['step'] == trainer.step > 0
+    assert 'at step %d after saving a checkpoint' % trainer.step in str(e.value)
 
 
 # -- flags -------------------------------------------------------------------------------------------
