@@ -407,9 +407,10 @@ class Trainer(object):
         self.writer = tf.summary.FileWriter(self.run_dir.path)
         if state:
             self.epoch = self._restore(state)
-            # TensorBoard drops the events of the killed run after this step.
+            # TensorBoard drops the killed run's events from this step on (it keeps those
+            # before), i.e. those after the checkpoint.
             self.writer.add_session_log(tf.SessionLog(status=tf.SessionLog.START),
-                                        self.start_step)
+                                        self.start_step + 1)
         else:
             self.sess.run(self.init_op)
             self.epoch = self._new_epoch()

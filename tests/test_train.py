@@ -83,13 +83,18 @@ def steps_of(entries, kind):
 
 
 def read_events(run_dir):
-    """{tag: [(step, value)]} over the run's event files."""
-    scalars = collections.defaultdict(list)
-    for name in sorted(os.listdir(run_dir)):
+    """{tag: [(step, value)]} over the run's event files, in order, as TensorBoard shows them:
+    a SessionLog.START (a restart) purges the events seen before it at its step or later."""
+    seen = []
+    for name in sorted(os.listdir(run_dir)):   # event files are named by creation time
         if name.startswith('events.out.tfevents'):
             for event in tf.train.summary_iterator(os.path.join(run_dir, name)):
-                for value in event.summary.value:
-                    scalars[value.tag].append((event.step, value.simple_value))
+                if event.session_log.status == tf.SessionLog.START:
+                    seen = [s for s in seen if s[0] < event.step]
+                seen += [(event.step, v.tag, v.simple_value) for v in event.summary.value]
+    scalars = collections.defaultdict(list)
+    for step, tag, value in seen:
+        scalars[tag].append((step, value))
     return scalars
 
 
@@ -457,6 +462,9 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
     kept = [e for e in first_entries if e.kind == 'Step' and e.step <= 25]
     assert [str(np.array(r['report'], np.float32)) for r in train[:2]] == \
         [e.bracket for e in kept]
+    # TensorBoard shows each epoch once, with the values of the metrics file
+    events = read_events(run_dir)
+    assert events['Train ELBO'] == [(r['step'], np.float32(r['report'][0])) for r in train]
     # the third run printed the epochs after its checkpoint, and nothing before it
     _, third_entries = parse_reference_output(third.stdout)
     assert steps_of(third_entries, 'Step') == [s for s in range(10, 121, 10) if s > state['step']]
