@@ -213,7 +213,8 @@ def parse_args(argv):
     parser.add_argument('--cache_dir', default=None,
                         help='Local disk for the data and the run (default: under /cache).')
     parser.add_argument('--sync_secs', type=int, default=300,
-                        help='Copy the run to --train_url this often (seconds; 0: at the end only).')
+                        help='Copy the run to --train_url this often (seconds; 0: at the end '
+                        'only).')
     return parser.parse_known_args(argv)
 
 

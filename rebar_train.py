@@ -40,7 +40,7 @@ import numpy as np
 import config
 import datasets
 import device
-import rebar  # noqa: I100  (imports utils, which puts TF 2 in graph mode)
+import rebar  # (imports utils, which puts TF 2 in graph mode)
 import tensorflow.compat.v1 as tf
 
 DEFAULT_MAX_STEPS = 2000000
@@ -283,7 +283,7 @@ class RunDir(object):
         atomic_write(self.join(self.LOG), ''.join(r['text'] + '\n' for r in records))
 
 
-# -- the reference's lines --------------------------------------------------------------------------
+# -- the reference's lines -------------------------------------------------------------------------
 def epoch_text(step, mean_report, log_variance, tracked):
     """`Step N: [report]` and the log gradient variance line(s), as the reference prints them."""
     if tracked:
@@ -301,7 +301,7 @@ def scalar_summary(tag, value):
     return tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))])
 
 
-# -- one pass over the training set -----------------------------------------------------------------
+# -- one pass over the training set ----------------------------------------------------------------
 class Epoch(object):
     """A shuffled pass over the training set and the per-step numbers seen in it so far."""
 
@@ -353,7 +353,7 @@ def batches_per_epoch(n, batch_size, static_shapes):
     return full + (1 if rest >= 2 and not static_shapes else 0)
 
 
-# -- the trainer --------------------------------------------------------------------------------------
+# -- the trainer -----------------------------------------------------------------------------------
 class Trainer(object):
     """Builds the model for `options` in its own graph and session, resuming the run directory.
 
@@ -382,11 +382,13 @@ class Trainer(object):
             raise UsageError('The training set (%d images) holds no batch of %d.'
                              % (len(self.train_xs), hp.batch_size))
 
+        if state:
+            self._check_resumable(state)
+
         self.say(str(dict(hp.values())))
         if not os.path.isdir(self.run_dir.path):
             os.makedirs(self.run_dir.path)
         self.run_dir.write_hparams(hp)
-        self.state = state
         self.start_step = state['step'] if state else 0
         removed = self.run_dir.remove_orphans(set(state['checkpoints']) if state else set())
         if removed:
@@ -439,6 +441,26 @@ class Trainer(object):
         order = self.rng.permutation(len(self.train_xs))
         return Epoch(order, self.hp.batch_size, self.n_batches)
 
+    def _driver_state(self, state):
+        path = self.run_dir.join(state['checkpoint'] + '.driver.npz')
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return dict(arrays.items())
+        except (IOError, ValueError) as e:
+            raise RunDirError('%s cannot be read (%s); the run directory was changed by hand.'
+                              % (path, e))
+
+    def _check_resumable(self, state):
+        """Refuses a checkpoint whose epochs do not fit the data (before anything is written)."""
+        arrays = self._driver_state(state)
+        n_images, n_batches = len(arrays['order']), int(arrays['n_batches'])
+        if (n_images, n_batches) != (len(self.train_xs), self.n_batches):
+            raise RunDirError('%s was made with %d training images in %d batches an epoch; the '
+                              'data now give %d in %d. Resume on the same data and with the same '
+                              '--static_shapes setting (on by default on the NPU only).'
+                              % (state['checkpoint'], n_images, n_batches, len(self.train_xs),
+                                 self.n_batches))
+
     def _restore(self, state):
         prefix = self.run_dir.join(state['checkpoint'])
         self.saver.restore(self.sess, prefix)
@@ -446,14 +468,7 @@ class Trainer(object):
         if step != state['step']:
             raise RunDirError('%s holds step %d but %s says %d.'
                               % (prefix, step, RunDir.STATE, state['step']))
-        with np.load(prefix + '.driver.npz', allow_pickle=False) as arrays:
-            epoch = Epoch.from_arrays(arrays, self.rng)
-        if epoch.n_batches != self.n_batches or len(epoch.order) != len(self.train_xs):
-            raise RunDirError('The checkpoint was made with %d training images in %d batches '
-                              'an epoch; the data now give %d in %d. Resume on the same data '
-                              '(and --static_shapes setting).'
-                              % (len(epoch.order), epoch.n_batches, len(self.train_xs),
-                                 self.n_batches))
+        epoch = Epoch.from_arrays(self._driver_state(state), self.rng)
         self.note('resumed from %s at step %d (temperature %r)'
                   % (state['checkpoint'], step, float(self.sess.run(self.model.temperature))))
         return epoch
@@ -546,7 +561,7 @@ class Trainer(object):
                              % (step, ' and '.join(what), last))
 
     def _end_epoch(self, partial=False):
-        hp, ep = self.hp, self.epoch
+        ep = self.epoch
         mean_report = np.mean(ep.reports, axis=0)
         log_variance = np.log(np.mean(ep.variances, axis=0))
         temperature = float(np.mean(ep.temperatures))

@@ -33,7 +33,7 @@ REFERENCE_COMMAND_HPARAMS = 'model=SBNDynamicRebar,learning_rate=0.0003,n_layer=
 TRACKED = ('DynamicREBAR', 'MuProp', 'NVIL', 'REBAR', 'SimpleMuProp')   # sorted, as printed
 
 
-# -- the reference's output format -------------------------------------------------------------------
+# -- the reference's output format -----------------------------------------------------------------
 Entry = collections.namedtuple('Entry', 'kind step values bracket variance')
 _HEAD = re.compile(r'^(Step|Valid|Test) (\d+): (\[.*)$')
 
@@ -112,7 +112,7 @@ def dir_snapshot(path):
     return snapshot
 
 
-# -- the three end-to-end runs on the bundled sample ----------------------------------------------------
+# -- the three end-to-end runs on the bundled sample -----------------------------------------------
 Run = collections.namedtuple('Run', 'hparams run_dir out err data trainer')
 
 
@@ -234,7 +234,7 @@ def test_the_checkpoint_restores_every_variable(runs):
     assert trainer.step == 340
 
 
-def test_different_hparams_are_refused_and_nothing_is_touched(runs):
+def test_other_hparams_or_data_are_refused_and_nothing_is_touched(runs):
     run = runs['SBNDynamicRebar']
     before = dir_snapshot(run.run_dir)
     options = rebar_train.make_options(run.hparams.replace(learning_rate=0.001),
@@ -252,6 +252,13 @@ def test_different_hparams_are_refused_and_nothing_is_touched(runs):
     finally:
         rebar_train.FLAGS.unparse_flags()
     assert 'other hparams' in err.getvalue() and 'n_layer=2 there, 1 now' in err.getvalue()
+    # the same hparams on other data (or other --static_shapes): refused as well
+    for data, static in ((tuple(x[:1000] for x in run.data), None), (run.data, True)):
+        options = rebar_train.make_options(run.hparams, working_dir=run.run_dir, max_steps=400,
+                                           static_shapes=static)
+        with pytest.raises(rebar_train.RunDirError) as e:
+            rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
+        assert 'was made with 8000 training images in 334 batches an epoch' in str(e.value)
     assert dir_snapshot(run.run_dir) == before
 
 
@@ -308,7 +315,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(sample, tmp_path):
     assert 'at step %d after saving a checkpoint' % trainer.step in str(e.value)
 
 
-# -- flags -------------------------------------------------------------------------------------------
+# -- flags -----------------------------------------------------------------------------------------
 def test_the_reference_command_line_works_unchanged():
     rebar_train.FLAGS(['rebar_train.py', '--hparams=' + REFERENCE_COMMAND_HPARAMS])
     try:
@@ -350,7 +357,7 @@ def test_conflicting_or_bad_flags_are_usage_errors(kw, message):
     assert message in str(e.value)
 
 
-# -- subprocesses: SIGKILL, ModelArts, the ModelZoo scripts ------------------------------------------
+# -- subprocesses: SIGKILL, ModelArts, the ModelZoo scripts ----------------------------------------
 @pytest.fixture(scope='module')
 def small_data(sample, tmp_path_factory):
     """240 / 20 / 20 real digits as binarized_mnist_*.amat: 10 steps an epoch."""
@@ -360,6 +367,11 @@ def small_data(sample, tmp_path_factory):
         with open(str(path / ('binarized_mnist_%s.amat' % split)), 'w') as f:
             f.writelines(' '.join('%d' % v for v in row) + '\n' for row in images)
     return str(path)
+
+
+def run_process(command, **kw):
+    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=300, **kw)
 
 
 def train_command(*flags):
@@ -399,9 +411,7 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
     # 1. killed while writing its second checkpoint (step 50): the first (25) stays the one
     script = tmp_path / 'kill_in_save.py'
     script.write_text(KILL_IN_SAVE.format(root=ROOT, n=2))
-    first = subprocess.run([sys.executable, '-u', str(script)] + common + ['--max_steps=1000'],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=300)
+    first = run_process([sys.executable, '-u', str(script)] + common + ['--max_steps=1000'])
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
     assert 'checkpoint model.ckpt-25 saved' in first.stderr
     assert 'model.ckpt-50 saved' not in first.stderr
@@ -443,8 +453,7 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
     assert len(saved) > 3
 
     # 3. resumes from the last checkpoint and finishes at step 120 (an epoch boundary)
-    third = subprocess.run(train_command(*common + ['--max_steps=120']), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    third = run_process(train_command(*common + ['--max_steps=120']))
     assert third.returncode == 0, third.stderr[-2000:]
     resumed = re.search(r'resumed from %s at step %d \(temperature (\S+)\)'
                         % (state['checkpoint'], state['step']), third.stderr)
@@ -484,10 +493,7 @@ def test_modelarts_entry_with_local_paths_trains_into_train_url_and_resumes(smal
                '--data_url=' + small_data, '--train_url=' + train_url,
                '--hparams=model=SBNNVIL,n_hidden=16', '--eval_freq=3', '--fast_start',
                '--sync_secs=1', '--num_gpus=1']
-    first = subprocess.run(command + ['--cache_dir=' + str(tmp_path / 'cache1'),
-                                      '--max_steps=30'],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=300)
+    first = run_process(command + ['--cache_dir=' + str(tmp_path / 'cache1'), '--max_steps=30'])
     assert first.returncode == 0, first.stderr[-2000:]
     assert 'ignoring arguments rebar_train does not know: --num_gpus=1' in first.stderr
     _, entries = parse_reference_output(first.stdout)
@@ -504,10 +510,7 @@ def test_modelarts_entry_with_local_paths_trains_into_train_url_and_resumes(smal
         assert 'model_checkpoint_path: "model.ckpt-30"' in f.read()
 
     # a restarted job (new local disk) takes the run from train_url and resumes it
-    second = subprocess.run(command + ['--cache_dir=' + str(tmp_path / 'cache2'),
-                                       '--max_steps=50'],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, timeout=300)
+    second = run_process(command + ['--cache_dir=' + str(tmp_path / 'cache2'), '--max_steps=50'])
     assert second.returncode == 0, second.stderr[-2000:]
     assert 'resumed from model.ckpt-30 at step 30' in second.stderr
     with open(os.path.join(train_url, 'progress.json')) as f:
@@ -529,13 +532,11 @@ def _summary(stdout):
 @pytest.mark.parametrize('script', ['train_full_1p.sh', 'train_performance_1p.sh'])
 def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, ASCEND_DEVICE_ID='5')
-    result = subprocess.run(
+    result = run_process(
         ['bash', os.path.join(ROOT, 'scripts', script), '--data_path=' + str(tmp_path / 'none'),
          '--output_path=' + str(tmp_path / 'output'), '--train_steps=40', '--batch_size=24',
          '--hparams=' + REFERENCE_COMMAND_HPARAMS.replace('n_layer=2', 'n_layer=1')
-         + ',n_hidden=16', '--fast_start'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
-        timeout=300)
+         + ',n_hidden=16', '--fast_start'], env=env)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     fields = _summary(result.stdout)
     out_dir = tmp_path / 'output' / '5'
