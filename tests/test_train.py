@@ -406,7 +406,7 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
     run_dir = str(tmp_path / 'run')
     common = ['--hparams=model=SBNDynamicRebar,n_layer=1,n_hidden=16', '--data_dir=' + small_data,
               '--working_dir=' + run_dir, '--eval_freq=2', '--checkpoint_steps=25',
-              '--checkpoint_secs=0', '--fast_start', '--seed=3']
+              '--checkpoint_secs=0', '--fast_start', '--seed=3', '--log_every=7']
 
     # 1. killed while writing its second checkpoint (step 50): the first (25) stays the one
     script = tmp_path / 'kill_in_save.py'
@@ -428,12 +428,15 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
         second = subprocess.Popen(train_command(*common + ['--max_steps=1000']), stdout=out,
                                   stderr=subprocess.PIPE, universal_newlines=True)
         second_err = []
+        watchdog = threading.Timer(300, second.kill)   # never hang the suite
+        watchdog.start()
         for line in second.stderr:
             second_err.append(line)
             if 'checkpoint model.ckpt-75 saved' in line:
                 second.send_signal(signal.SIGKILL)
                 break
         second.stderr.close()
+        watchdog.cancel()
         assert second.wait(timeout=60) == -signal.SIGKILL, ''.join(second_err)[-2000:]
     second_err = ''.join(second_err)
     resumed = re.search(r'resumed from model\.ckpt-25 at step 25 \(temperature (\S+)\)',
@@ -455,6 +458,8 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
     # 3. resumes from the last checkpoint and finishes at step 120 (an epoch boundary)
     third = run_process(train_command(*common + ['--max_steps=120']))
     assert third.returncode == 0, third.stderr[-2000:]
+    # progress goes to stderr: stdout stays the reference's lines (parsed strictly below)
+    assert re.search(r'progress: step \d+ of 120, .* steps/s, .* images/s, ETA ', third.stderr)
     resumed = re.search(r'resumed from %s at step %d \(temperature (\S+)\)'
                         % (state['checkpoint'], state['step']), third.stderr)
     assert resumed, third.stderr[-2000:]
