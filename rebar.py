@@ -33,7 +33,7 @@ def _dense(inputs, n_output, scope):
                             use_resource=True)
         b = tf.get_variable('biases', [n_output], tf.float32, tf.zeros_initializer(),
                             use_resource=True)
-    return tf.matmul(inputs, w) + b
+    return tf.nn.bias_add(tf.matmul(inputs, w), b)
 
 
 class Networks(object):
@@ -100,13 +100,14 @@ class Networks(object):
         if self.conditional:
             logits = tf.add_n([self.p_logits(i, 2.0 * samples[i] - 1.0)
                                for i in self._generative_layers()])
-            return U.bernoulli_log_likelihood(x[:, self.n_in:], logits + self.output_bias)
+            return U.bernoulli_log_likelihood(x[:, self.n_in:],
+                                              tf.nn.bias_add(logits, self.output_bias))
         top = self.hparams.n_layer - 1
         log_p = U.bernoulli_log_likelihood(samples[top], self.prior[None, :])
         for i in reversed(range(self.hparams.n_layer)):
             logits = self.p_logits(i, 2.0 * samples[i] - 1.0)
             if i == 0:
-                log_p += U.bernoulli_log_likelihood(x, logits + self.output_bias)
+                log_p += U.bernoulli_log_likelihood(x, tf.nn.bias_add(logits, self.output_bias))
             else:
                 log_p += U.bernoulli_log_likelihood(samples[i - 1], logits)
         return log_p
@@ -190,7 +191,7 @@ def conditional_noise(logits, u, eps=U.EPS):
         (u - u_prime) / tf.clip_by_value(1.0 - u_prime, eps, 1.0), 0.0, 1.0))
     r0 = tf.stop_gradient(tf.clip_by_value(u / tf.clip_by_value(u_prime, eps, 1.0), 0.0, 1.0))
     v = tf.where(u > u_prime, u_prime + (1.0 - u_prime) * r1, u_prime * r0)
-    return v + tf.stop_gradient(u - v)
+    return u + (v - tf.stop_gradient(v))   # exactly u in value: v - v is 0 in floating point
 
 
 class Estimate(object):

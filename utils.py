@@ -10,12 +10,6 @@ tf.disable_v2_behavior()
 EPS = 1e-8
 
 
-def softplus(x):
-    """log(1 + e^x) as m + log(e^-m + e^(x-m)), m = max(0, x): both exponentials stay <= 1."""
-    m = tf.maximum(tf.zeros_like(x), x)
-    return m + tf.log(tf.exp(-m) + tf.exp(x - m))
-
-
 def safe_log(x, eps=EPS):
     """log(clip(x, eps, 1)): the noise's logs, finite at u = 0 and u = 1."""
     return tf.log(tf.clip_by_value(x, eps, 1.0))
@@ -27,12 +21,12 @@ def logit_noise(u):
 
 
 def bernoulli_log_likelihood(y, logits):
-    """sum_j y_j log sigmoid(l_j) + (1 - y_j) log sigmoid(-l_j), summed over the last axis.
+    """sum_j y_j log sigma(l_j) + (1 - y_j) log sigma(-l_j) over the last axis, [N, D] -> [N].
 
-    y may be relaxed (in [0, 1]); shapes [N, D] -> [N].
+    Written as -sum_j [softplus(-l_j) + (1 - y_j) l_j] with TensorFlow's stable softplus; y may
+    be relaxed (in [0, 1]).
     """
-    log_p1 = -softplus(-logits)
-    return tf.reduce_sum(y * log_p1 + (1.0 - y) * (log_p1 - logits), 1)
+    return -tf.reduce_sum(tf.nn.softplus(-logits) + (1.0 - y) * logits, 1)
 
 
 def leave_one_out_centre(x):

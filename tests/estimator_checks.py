@@ -75,3 +75,23 @@ def sample_gradients(sess, model, xs, runs, rng):
         feed[model.x] = xs
         draws.append(sess.run(grad, feed))
     return np.array(draws)
+
+
+def training_fetches(model):
+    variances = model.grad_variance if model.tracked else [model.grad_variance]
+    return [model.train_op, model.step_after] + variances + model.train_report
+
+
+def unknown_dimensions(fetches):
+    """Tensors with an unknown dimension among everything `fetches` depend on."""
+    graph = tf.get_default_graph()
+    seen, stack, unknown = set(), [graph.as_graph_element(f) for f in fetches], []
+    while stack:
+        item = stack.pop()
+        op = item if isinstance(item, tf.Operation) else item.op
+        if op in seen:
+            continue
+        seen.add(op)
+        unknown += [t for t in op.outputs if not t.shape.is_fully_defined()]
+        stack += list(op.inputs) + list(op.control_inputs)
+    return unknown
