@@ -202,3 +202,98 @@ def test_replay_is_deterministic_within_one_world():
     first, second = replay_step.replay('SBNDynamicRebar'), replay_step.replay('SBNDynamicRebar')
     for key in first:
         np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+# -- variance ordering -----------------------------------------------------------------------
+def test_rebar_gradients_vary_less_than_reinforce_and_nvil_at_initialisation():
+    """Same initial weights, same 40 batches of real digits, same noise: the mean per-parameter
+    variance of the gradient over batches is lower for REBAR and dynamic REBAR than for NVIL
+    and REINFORCE (SBN)."""
+    import tensorflow.compat.v1 as tf
+    import datasets
+    import estimator_checks as C
+    import utils as U
+    train, _, _ = datasets.load_data('sbn', use_sample=True)
+    spec = 'n_layer=2,n_hidden=50,batch_size=24'
+    batches = [train[24 * k:24 * (k + 1)] for k in range(40)]
+    weights, variance = None, {}
+    for name in ['SBN', 'SBNNVIL', 'SBNRebar', 'SBNDynamicRebar']:
+        with tf.Graph().as_default():
+            model = C.build('model=%s,%s' % (name, spec), train.mean(0), static_shapes=True)
+            grad = U.vectorize(model.grads, model.variables)
+            rng = np.random.RandomState(8)
+            with _session() as sess:
+                if weights is None:
+                    weights = sess.run(model.variables)
+                for v, value in zip(model.variables, weights):
+                    v.load(value, sess)
+                draws = []
+                for xs in batches:
+                    feed = C.noise_feed(model, 24, rng)
+                    feed[model.x] = xs
+                    draws.append(sess.run(grad, feed))
+        variance[name] = np.mean(np.var(draws, axis=0, ddof=1))
+    print('mean gradient variance at initialisation:', variance)
+    for low in ['SBNRebar', 'SBNDynamicRebar']:
+        for high in ['SBN', 'SBNNVIL']:
+            assert variance[low] < variance[high], (low, high, variance)
+
+
+# -- the model against a numpy transcription of the SPEC -------------------------------------
+def _np_ll(y, logits):
+    return np.sum(y * -np.logaddexp(0, -logits) + (1 - y) * (-logits - np.logaddexp(0, -logits)),
+                  1)
+
+
+@pytest.mark.parametrize('task', ['sbn', 'sp'])
+def test_hard_pass_elbo_and_sbn_report_match_numpy(graph, task):
+    import estimator_checks as C
+    rng = np.random.RandomState(9)
+    data = (rng.rand(10, 8) < 0.5).astype(np.float32)
+    mean_xs = data.mean(0)
+    model = C.build('model=SBN,task=%s,n_layer=2,n_input=8,n_hidden=4,batch_size=10' % task,
+                    mean_xs)
+    feed = C.noise_feed(model, 10, rng)
+    feed[model.x] = data
+    with _session() as sess:
+        w = {v.op.name[len('model/'):]: sess.run(v) for v in model.variables}
+        elbo, report = sess.run((model.train.passes.hard.elbo, model.train_report), feed)
+    u = [feed[n] for n in model.noise]
+    train_bias = -np.log(1 / np.clip(mean_xs, 0.001, 0.999) - 1)
+    dense = lambda h, name: h.dot(w[name + '/weights']) + w[name + '/biases']
+    logit = lambda p: np.log(np.clip(p, 1e-8, 1)) - np.log(np.clip(1 - p, 1e-8, 1))
+    half = 4 if task == 'sp' else 8
+    h = data[:, :half] - mean_xs[:half]
+    samples, log_q = [], 0
+    for i in range(2):
+        a = dense(h, 'q_%d' % i)
+        b = (a + logit(u[i]) > 0).astype(np.float64)
+        log_q += _np_ll(b, a)
+        samples.append(b)
+        h = 2 * b - 1
+    if task == 'sp':   # the released code: bottom half from the last layer only
+        expected = _np_ll(data[:, 4:], dense(2 * samples[1] - 1, 'p_1') + train_bias[4:])
+    else:
+        log_p = _np_ll(samples[1], w['p_prior'][None, :])
+        log_p += _np_ll(samples[0], dense(2 * samples[1] - 1, 'p_1'))
+        log_p += _np_ll(data, dense(2 * samples[0] - 1, 'p_0') + train_bias)
+        expected = log_p - log_q
+    np.testing.assert_allclose(elbo, expected, rtol=1e-5, atol=1e-4)
+    centred = expected - (expected.sum() - expected) / 9
+    np.testing.assert_allclose(report, [expected.mean(), np.sqrt(np.mean(centred ** 2))],
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize('muprop_relaxation', [True, False])
+def test_relaxed_sample_is_the_specs_formula(graph, muprop_relaxation):
+    import scipy.special
+    import rebar
+    rng = np.random.RandomState(10)
+    a = rng.randn(50, 3).astype(np.float32) * 3
+    u = rng.rand(50, 3).astype(np.float32)
+    t = 0.3
+    noise = np.log(u) - np.log(1 - u)
+    z = (a + noise) / t + (a * t / (t + 1) if muprop_relaxation else 0)
+    with _session() as sess:
+        got = sess.run(rebar.relaxed_sample(a, noise, t, muprop_relaxation))
+    np.testing.assert_allclose(got, scipy.special.expit(z), rtol=1e-5, atol=1e-6)
