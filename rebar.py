@@ -172,10 +172,18 @@ class ForwardPasses(object):
 
 
 def relaxed_sample(logits, logit_noise, temperature, muprop_relaxation):
-    """sigma(z + a t/(t+1)) with z = (a + logit u)/t (the paper's relaxation), or sigma(z)."""
-    z = (logits + logit_noise) / temperature
+    """sigma(z + a t/(t+1)) with z = (a + logit u)/t (the paper's relaxation), or sigma(z).
+
+    t is a number or a [N, 1] tensor. Divisions are written as products with reciprocals,
+    whose gradients keep static shapes in TF 1.15 too.
+    """
+    if isinstance(temperature, tf.Tensor):
+        inverse, ratio = tf.reciprocal(temperature), temperature * tf.reciprocal(temperature + 1.0)
+    else:
+        inverse, ratio = 1.0 / temperature, temperature / (temperature + 1.0)
+    z = (logits + logit_noise) * inverse
     if muprop_relaxation:
-        z += logits * (temperature / (temperature + 1.0))
+        z += logits * ratio
     return tf.sigmoid(z)
 
 

@@ -11,8 +11,13 @@ EPS = 1e-8
 
 
 def safe_log(x, eps=EPS):
-    """log(clip(x, eps, 1)): the noise's logs, finite at u = 0 and u = 1."""
-    return tf.log(tf.clip_by_value(x, eps, 1.0))
+    """log(clip(x, eps, 1)): the noise's logs, finite at 0 and 1.
+
+    The clip acts on the value only; the gradient is that of log x at the clipped point (the
+    two differ only within 1e-8 of 0 or 1). This keeps clipping out of the gradient graph, whose
+    TF 1.15 form has shapes unknown until run time even in the static-shape build.
+    """
+    return tf.log(x + tf.stop_gradient(tf.clip_by_value(x, eps, 1.0) - x))
 
 
 def logit_noise(u):

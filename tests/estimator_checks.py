@@ -2,6 +2,7 @@
 from __future__ import absolute_import, division, print_function
 
 import itertools
+import zlib
 
 import numpy as np
 
@@ -52,6 +53,21 @@ def exact_loss_gradient(model, xs):
     q = tf.reshape(tf.exp(log_q), [len(xs), len(configs)])
     objective = tf.reduce_mean(tf.reduce_sum(q * tf.reshape(f, [len(xs), -1]), 1))
     return U.vectorize(tf.gradients(-objective, model.variables), model.variables)
+
+
+def load_weights(sess, etas=True):
+    """Gives every weight and baseline (and, with `etas`, every eta) a value drawn from a seed
+    made of its name, so that tests do not depend on TensorFlow's own initialisers."""
+    for v in tf.global_variables():
+        parts = v.op.name.split('/')
+        if parts[0] not in ('model', 'estimator') or any('_adam' in p for p in parts):
+            continue   # optimiser slots and moving averages keep their initial values
+        if parts[-1].startswith('eta') and not etas:
+            continue
+        shape = v.shape.as_list()
+        scale = np.sqrt(2.0 / shape[0]) if len(shape) == 2 else 0.5   # fan-in scaling for weights
+        rng = np.random.RandomState(zlib.crc32(v.op.name.encode('utf-8')))
+        v.load(np.asarray(scale * rng.randn(*shape), np.float32), sess)
 
 
 def perturb(sess, model, rng):

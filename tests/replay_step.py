@@ -9,8 +9,6 @@ from __future__ import absolute_import, division, print_function
 
 import os
 import sys
-import zlib
-
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -22,19 +20,6 @@ import utils as U  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 SPEC = 'n_layer=2,n_input=6,n_hidden=3,batch_size=8,n_samples=2,temperature=0.7'
-
-
-def deterministic_value(variable):
-    """A value for every weight, eta and baseline from its name alone (None: keep the initial
-    value, as for optimiser slots and moving averages)."""
-    name = variable.op.name
-    shape = variable.shape.as_list()
-    if name.split('/')[0] in ('model', 'estimator') and '_adam' not in name:
-        rng = np.random.RandomState(zlib.crc32(name.encode('utf-8')))
-        return np.asarray(0.5 * rng.randn(*shape), np.float32)
-    if name == 'log_temperature':
-        return np.float32(np.log(0.7))
-    return None
 
 
 def replay(model_name, steps=2):
@@ -53,10 +38,8 @@ def replay(model_name, steps=2):
         rng = np.random.RandomState(7)
         with tf.Session(config=session_config()) as sess:
             sess.run(tf.global_variables_initializer())
-            for v in tf.global_variables():
-                value = deterministic_value(v)
-                if value is not None:
-                    v.load(value, sess)
+            C.load_weights(sess)
+            model.log_temperature.load(np.log(0.7), sess)
             for step in range(steps):
                 feed = C.noise_feed(model, 16, rng)
                 feed[model.x] = data[8 * step:8 * step + 8]

@@ -47,6 +47,7 @@ def _compare_with_exact(spec, perturbed_too=True, seed=0):
     rng = np.random.RandomState(seed)
     results = []
     with _session() as sess:
+        C.load_weights(sess, etas=False)   # the same weights in both TensorFlows
         for state in (['initial', 'perturbed'] if perturbed_too else ['initial']):
             if state == 'perturbed':
                 C.perturb(sess, model, rng)
@@ -140,6 +141,7 @@ def test_temperature_gradient_matches_a_central_difference(graph, quadratic):
     feed = C.noise_feed(model, 32, rng)
     feed[model.x] = data
     with _session() as sess:
+        C.load_weights(sess)
         C.perturb(sess, model, rng)
         w = sess.run(model.log_temperature)
         grad = sess.run(step.temperature_grad, feed)
@@ -216,17 +218,14 @@ def test_rebar_gradients_vary_less_than_reinforce_and_nvil_at_initialisation():
     train, _, _ = datasets.load_data('sbn', use_sample=True)
     spec = 'n_layer=2,n_hidden=50,batch_size=24'
     batches = [train[24 * k:24 * (k + 1)] for k in range(40)]
-    weights, variance = None, {}
+    variance = {}
     for name in ['SBN', 'SBNNVIL', 'SBNRebar', 'SBNDynamicRebar']:
         with tf.Graph().as_default():
             model = C.build('model=%s,%s' % (name, spec), train.mean(0), static_shapes=True)
             grad = U.vectorize(model.grads, model.variables)
             rng = np.random.RandomState(8)
             with _session() as sess:
-                if weights is None:
-                    weights = sess.run(model.variables)
-                for v, value in zip(model.variables, weights):
-                    v.load(value, sess)
+                C.load_weights(sess, etas=False)   # the same weights for every estimator
                 draws = []
                 for xs in batches:
                     feed = C.noise_feed(model, 24, rng)
