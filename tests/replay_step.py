@@ -22,13 +22,14 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 SPEC = 'n_layer=2,n_input=6,n_hidden=3,batch_size=8,n_samples=2,temperature=0.7'
 
 
-def replay(model_name, steps=2):
-    """Runs `steps` training steps; returns {key: array} of reports, gradients and variances."""
+def replay(model_name, steps=2, static_shapes=False):
+    """Runs `steps` training steps; returns {key: array} of reports, gradients, variances and
+    the bound."""
     from conftest import session_config
     graph = tf.Graph()
     with graph.as_default():
         data = C.tiny_data(16, seed=1)
-        model = C.build('model=%s,%s' % (model_name, SPEC), data.mean(0))
+        model = C.build('model=%s,%s' % (model_name, SPEC), data.mean(0), static_shapes)
         grad = U.vectorize(model.grads, model.variables)
         fetches = {'report': model.train_report, 'grad': grad,
                    'variance': model.grad_variance}
@@ -46,10 +47,29 @@ def replay(model_name, steps=2):
                 values, _ = sess.run((fetches, model.train_op), feed)
                 for key, value in values.items():
                     out['%s/%d/%s' % (model_name, step, key)] = np.asarray(value, np.float64)
-            feed = C.noise_feed(model, 15, rng)
-            feed.update({model.x: data[:5], model.n_samples: 3})
-            out['%s/iwae' % model_name] = np.asarray(sess.run(model.eval.iwae, feed), np.float64)
+            evaluation = model.eval   # 5 images x 100 samples, as in training
+            feed = {u: rng.rand(500, model.hparams.n_hidden).astype(np.float32)
+                    for u in evaluation.noise}
+            feed[evaluation.x] = data[:5]
+            if not static_shapes:
+                feed[model.n_samples] = 100
+            out['%s/iwae' % model_name] = np.asarray(sess.run(evaluation.iwae, feed), np.float64)
     return out
+
+
+def assert_same(ours, theirs, rtol, relative_atol):
+    """Every replayed quantity agrees within rtol, or relative_atol of its own scale."""
+    assert sorted(theirs) == sorted(ours)
+    for key in sorted(ours):
+        if key.endswith('/0/variance') and ours[key].ndim == 0:
+            # after one step the averages are g and g^2, so E[g^2] - E[g]^2 is round-off only
+            grad_scale = np.mean(ours[key[:-len('variance')] + 'grad'] ** 2)
+            np.testing.assert_allclose(ours[key], 0, atol=1e-4 * grad_scale, err_msg=key)
+            np.testing.assert_allclose(theirs[key], 0, atol=1e-4 * grad_scale, err_msg=key)
+            continue
+        scale = np.max(np.abs(ours[key])) + 1e-30
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=rtol,
+                                   atol=relative_atol * scale, err_msg=key)
 
 
 def replay_all():

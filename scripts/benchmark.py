@@ -1,0 +1,155 @@
+"""Speed of every model at the documented configuration: a table on stdout and a JSON file.
+
+    python scripts/benchmark.py                          # all models, 2 linear layers, batch 24
+    python scripts/benchmark.py --models SBNDynamicRebar --hparams nonlinear=true
+    python scripts/benchmark.py --sweep                  # steps/s against batch, n_hidden, n_layer
+
+Each model runs in its own process (so peak RSS is its own): graph build seconds, session start
+plus first step, training steps/s (median and range over --repeats timed blocks after a warm-up),
+graph op count, peak RSS, and the importance-weighted bound's images/s (100 samples, groups of
+5, as in training). Data: the bundled sample of real digits. The session config is the
+driver's for this device (device.choose), so the numbers are what a training run sees.
+"""
+from __future__ import absolute_import, division, print_function
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+DOCUMENTED = 'learning_rate=0.0003,n_layer=2,task=sbn'
+MODELS = ('SBNDynamicRebar', 'SBNRebar', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNNVIL', 'SBN',
+          'SBNGumbel', 'SBNTrackGradVariances')
+
+
+def measure(model_name, extra, steps, repeats, eval_images, static_shapes):
+    """Runs one model in this process; returns its figures as a dict."""
+    import numpy as np
+    import config
+    import datasets
+    import device
+    import rebar
+    import tensorflow.compat.v1 as tf
+
+    hp = config.parse_hparams(','.join(s for s in ['model=' + model_name, DOCUMENTED, extra] if s))
+    train, valid, _ = datasets.load_data('sbn', use_sample=True)
+    backend = device.choose('auto', log=lambda message: None)
+    batch = hp.batch_size
+    start = time.time()
+    model = rebar.build_model(hp, train.mean(0), static_shapes=static_shapes)
+    model.eval_report   # the evaluation graph, built before the graph is finalised
+    init = tf.global_variables_initializer()
+    tf.get_default_graph().finalize()
+    built = time.time()
+    rng = np.random.RandomState(0)
+    batches = [train[i:i + batch] for i in range(0, len(train) - batch + 1, batch)]
+    with tf.Session(config=backend.session_config) as sess:
+        sess.run(init)
+        model.partial_fit(sess, batches[0])
+        first = time.time()
+        for i in range(20):   # warm-up
+            model.partial_fit(sess, batches[i % len(batches)])
+        rates = []
+        for r in range(repeats):
+            t = time.time()
+            for i in range(steps):
+                model.partial_fit(sess, batches[rng.randint(len(batches))])
+            rates.append(steps / (time.time() - t))
+        t = time.time()
+        for i in range(0, eval_images, rebar.EVAL_GROUP):
+            model.partial_eval(sess, valid[i:i + rebar.EVAL_GROUP])
+        eval_rate = eval_images / (time.time() - t)
+    return {
+        'model': model_name, 'hparams': hp.values(), 'device': backend.name,
+        'static_shapes': static_shapes,
+        'tensorflow': tf.__version__, 'python': sys.version.split()[0],
+        'build_s': built - start, 'first_step_s': first - built,
+        'steps_per_s': float(np.median(rates)), 'steps_per_s_min': min(rates),
+        'steps_per_s_max': max(rates), 'graph_ops': len(tf.get_default_graph().get_operations()),
+        'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        'eval_images_per_s': eval_rate,
+    }
+
+
+def run_child(args, model_name, extra):
+    command = [sys.executable, os.path.abspath(__file__), '--child', model_name,
+               '--hparams', extra, '--steps', str(args.steps), '--repeats', str(args.repeats),
+               '--eval_images', str(args.eval_images)]
+    if args.static_shapes:
+        command.append('--static_shapes')
+    out = subprocess.check_output(command, stderr=subprocess.DEVNULL if not args.verbose
+                                  else None)
+    return json.loads(out.decode('utf-8').strip().splitlines()[-1])
+
+
+def print_table(rows, columns):
+    widths = [max(len(c), max(len(r[c]) for r in rows)) for c in columns]
+    print('  '.join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print('  '.join(r[c].ljust(w) for c, w in zip(columns, widths)))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--models', nargs='+', default=list(MODELS))
+    parser.add_argument('--hparams', default='', help='extra k=v,... over the documented run')
+    parser.add_argument('--steps', type=int, default=200, help='steps per timed block')
+    parser.add_argument('--repeats', type=int, default=5, help='timed blocks')
+    parser.add_argument('--eval_images', type=int, default=500)
+    parser.add_argument('--static_shapes', action='store_true')
+    parser.add_argument('--sweep', action='store_true',
+                        help='SBNDynamicRebar steps/s against batch_size, n_hidden and n_layer')
+    parser.add_argument('--json', default='benchmark.json')
+    parser.add_argument('--verbose', action='store_true')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(measure(args.child, args.hparams, args.steps, args.repeats,
+                                 args.eval_images, args.static_shapes)))
+        return
+
+    if args.sweep:
+        base = 'batch_size=24,n_hidden=200,n_layer=2'
+        grid = [base] + [base.replace(old, new) for old, new in [
+            ('batch_size=24', 'batch_size=12'), ('batch_size=24', 'batch_size=48'),
+            ('batch_size=24', 'batch_size=96'), ('n_hidden=200', 'n_hidden=100'),
+            ('n_hidden=200', 'n_hidden=400'), ('n_layer=2', 'n_layer=1'),
+            ('n_layer=2', 'n_layer=3')]]
+        jobs = [('SBNDynamicRebar', ','.join(s for s in [g, args.hparams] if s)) for g in grid]
+    else:
+        jobs = [(m, args.hparams) for m in args.models]
+
+    results = []
+    for model_name, extra in jobs:
+        result = run_child(args, model_name, extra)
+        result['extra'] = extra
+        results.append(result)
+        sys.stderr.write('%s %s: %.1f steps/s\n' % (model_name, extra, result['steps_per_s']))
+    rows = [{
+        'model': r['model'] + (' ' + r['extra'] if r['extra'] else ''),
+        'steps/s': '%.1f (%.1f-%.1f)' % (r['steps_per_s'], r['steps_per_s_min'],
+                                         r['steps_per_s_max']),
+        'build s': '%.1f' % r['build_s'], 'first step s': '%.1f' % r['first_step_s'],
+        'ops': '%d' % r['graph_ops'], 'peak RSS MB': '%.0f' % r['peak_rss_mb'],
+        'eval img/s': '%.0f' % r['eval_images_per_s'],
+    } for r in results]
+    print('Python %s, TensorFlow %s, %s, static shapes %s'
+          % (results[0]['python'], results[0]['tensorflow'], results[0]['device'],
+             results[0]['static_shapes']))
+    print_table(rows, ['model', 'steps/s', 'build s', 'first step s', 'ops', 'peak RSS MB',
+                       'eval img/s'])
+    tmp = args.json + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, args.json)
+
+
+if __name__ == '__main__':
+    main()
