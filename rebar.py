@@ -119,15 +119,19 @@ Pass = collections.namedtuple('Pass', 'elbo log_p log_q samples logits')
 
 
 class ForwardPasses(object):
-    """The passes of one training step over the tiled batch x (N = batch x n_samples rows).
+    """The passes of one training step over a batch of images, each seen n_samples times.
 
-    `noise[i]` is layer i's uniform noise u_i [N, n_hidden]. Passes that agree below a layer
-    share those tensors, so a pass switching to relaxed samples at layer l reuses the hard
-    pass's samples and logits below l and its logits at l.
+    Rows of the tiled batch `x` (N = batch x n_samples) are sample-major. `noise[i]` is layer
+    i's uniform noise u_i [N, n_hidden]. Whatever two passes share is computed once: q's first
+    layer depends on the image alone and is computed per image, then tiled; a pass switching to
+    relaxed samples at layer l reuses the hard pass's samples and logits below l and its
+    logits at l.
     """
 
-    def __init__(self, nets, x, noise):
-        self.nets, self.x = nets, x
+    def __init__(self, nets, images, n_samples, noise):
+        self.nets, self.images, self.n_samples = nets, images, n_samples
+        self.x = self.tile(images)
+        self.first_logits = self.tile(nets.q_logits(0, nets.recognition_input(images)))
         self.u = noise
         self.logit_u = [U.logit_noise(u) for u in noise]
         self.hard = self._run(lambda i, a: tf.stop_gradient(
@@ -138,21 +142,23 @@ class ForwardPasses(object):
 
     def _run(self, sample, start=0):
         """Samples layers >= start with `sample(i, logits)`, reusing the hard pass below."""
-        samples, logits, log_q = [], [], []
+        samples, logits, log_q = [], [self.first_logits], []
         if start > 0:
             samples = self.hard.samples[:start]
             logits = self.hard.logits[:start + 1]
             log_q = self.hard.log_q[:start]
         for i in range(start, self.nets.hparams.n_layer):
             if i >= len(logits):
-                parent = (self.nets.recognition_input(self.x) if i == 0
-                          else 2.0 * samples[i - 1] - 1.0)
-                logits.append(self.nets.q_logits(i, parent))
+                logits.append(self.nets.q_logits(i, 2.0 * samples[i - 1] - 1.0))
             samples.append(sample(i, logits[i]))
             log_q.append(U.bernoulli_log_likelihood(samples[i], logits[i]))
         log_p = self.nets.log_p(self.x, samples)
         elbo = log_p if self.nets.conditional else log_p - tf.add_n(log_q)
         return Pass(elbo, log_p, log_q, samples, logits)
+
+    def tile(self, per_image):
+        """[batch, ...] -> [N, ...], repeating the batch n_samples times."""
+        return tf.tile(per_image, [self.n_samples, 1])
 
     def relaxed(self, start, temperature, v_layers=()):
         """Hard below layer `start`, relaxed from it on (see `relaxed_sample`), with the
@@ -236,8 +242,8 @@ def _eta(name):
 def _baseline(passes, name):
     """c(x): tanh(100 units) then one output, on the centred image. Returns (c [N], variables)."""
     with tf.variable_scope(name, reuse=tf.AUTO_REUSE) as scope:
-        h = tf.tanh(_dense(passes.x - passes.nets.mean_xs, 100, 'hidden'))
-        c = tf.reshape(_dense(h, 1, 'output'), [-1])
+        h = tf.tanh(_dense(passes.images - passes.nets.mean_xs, 100, 'hidden'))
+        c = tf.reshape(passes.tile(_dense(h, 1, 'output')), [-1])
     return c, tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES, scope.name + '/')
 
 
@@ -386,13 +392,12 @@ class Step(object):
 
     def __init__(self, model, x, n_samples, static_rows):
         self.x = x
-        x_tiled = tf.tile(x, [n_samples, 1])
-        n_rows = static_rows or tf.shape(x_tiled)[0]
+        n_rows = static_rows or tf.shape(x)[0] * n_samples
         self.noise = [tf.placeholder_with_default(
             tf.random_uniform([n_rows, model.hparams.n_hidden]),
             [static_rows, model.hparams.n_hidden], name='u_%d' % i)
             for i in range(model.hparams.n_layer)]
-        self.passes = ForwardPasses(model.nets, x_tiled, self.noise)
+        self.passes = ForwardPasses(model.nets, x, n_samples, self.noise)
         # log t tiled over samples, so that d f / d log t can be taken per sample
         self.log_temperature = tf.tile(model.log_temperature[None], [n_rows])
         with tf.variable_scope('estimator', reuse=tf.AUTO_REUSE):
