@@ -520,8 +520,9 @@ class Model(object):
                                                      name='control_adam')
                 updates.append(control_opt.apply_gradients(step.control_grads))
         self.train_op = tf.group(*updates)
-        self.grads_finite = tf.reduce_all(tf.is_finite(U.vectorize(
-            [g for g, _ in model_grads + step.control_grads])))
+        # a sum is finite only if every term is: one cheap pass, no copy of the gradients
+        self.grads_finite = tf.is_finite(tf.add_n(
+            [tf.reduce_sum(g) for g, _ in model_grads + step.control_grads]))
 
         with tf.control_dependencies([self.train_op]):
             variances, extras = self._variance_figures(read_moments())

@@ -436,6 +436,8 @@ class Trainer(object):
             self.init_op = tf.global_variables_initializer()
         self.graph.finalize()
         self.sess = tf.Session(graph=self.graph, config=self.backend.session_config)
+        # a callable skips sess.run's per-call parsing of fetches and feeds
+        self.run_step = self.sess.make_callable(self.fetches, feed_list=[self.model.x])
 
     def _new_epoch(self):
         order = self.rng.permutation(len(self.train_xs))
@@ -512,7 +514,7 @@ class Trainer(object):
         return self.step
 
     def _loop(self):
-        o, model = self.options, self.model
+        o = self.options
         self.last_checkpoint_time = time.time()
         self._progress_start(self.step)
         while self.step < o.max_steps:
@@ -525,8 +527,7 @@ class Trainer(object):
             if self.hp.dynamic_b:
                 xs = (self.rng.rand(*xs.shape) < xs).astype(np.float32)
             started = time.time()
-            report, variance, step, temperature, finite = self.sess.run(self.fetches,
-                                                                        {model.x: xs})
+            report, variance, step, temperature, finite = self.run_step(xs)
             self.step_time += time.time() - started
             report = np.array(report)
             if not finite or not np.all(np.isfinite(report)):

@@ -51,16 +51,20 @@ def measure(model_name, extra, steps, repeats, eval_images, static_shapes):
     batches = [train[i:i + batch] for i in range(0, len(train) - batch + 1, batch)]
     with tf.Session(config=backend.session_config) as sess:
         sess.run(init)
-        model.partial_fit(sess, batches[0])
+        # the driver's training step: the same fetches through a callable
+        step = sess.make_callable((model.train_report, model.grad_variance, model.step_after,
+                                   model.temperature, model.grads_finite), feed_list=[model.x])
+        step(batches[0])
         first = time.time()
         for i in range(20):   # warm-up
-            model.partial_fit(sess, batches[i % len(batches)])
+            step(batches[i % len(batches)])
         rates = []
         for r in range(repeats):
             t = time.time()
             for i in range(steps):
-                model.partial_fit(sess, batches[rng.randint(len(batches))])
+                step(batches[rng.randint(len(batches))])
             rates.append(steps / (time.time() - t))
+        model.partial_eval(sess, valid[:rebar.EVAL_GROUP])   # warm-up: first call prepares
         t = time.time()
         for i in range(0, eval_images, rebar.EVAL_GROUP):
             model.partial_eval(sess, valid[i:i + rebar.EVAL_GROUP])
