@@ -217,18 +217,17 @@ class Estimate(object):
       control optimiser (NVIL-style baselines and MuProp's eta).
     cv_vars / variance_objective: variables minimised by the control optimiser on
       mean(g^2), g the vectorised gradient (REBAR's eta and baseline).
-    temperature_grad: d variance_objective / d log t, when the temperature is learned.
+    etas: REBAR's per-variable eta, for the report vector.
     """
 
     def __init__(self, grads, report, baseline_losses=(), baseline_vars=(), cv_vars=(),
-                 variance_objective=None, temperature_grad=None, etas=()):
+                 variance_objective=None, etas=()):
         self.grads = list(grads)
         self.report = list(report)
         self.baseline_losses = list(baseline_losses)
         self.baseline_vars = list(baseline_vars)
         self.cv_vars = list(cv_vars)
         self.variance_objective = variance_objective
-        self.temperature_grad = temperature_grad
         self.etas = list(etas)
 
 
@@ -413,12 +412,9 @@ class Step(object):
         if est.variance_objective is not None:
             trained = est.cv_vars + ([model.log_temperature] if model.learns_temperature else [])
             grads = tf.gradients(est.variance_objective, trained)
-            if model.learns_temperature:
-                self.temperature_grad = grads.pop()
-                trained = trained[:-1]
             self.control_grads += list(zip(grads, trained))
             if model.learns_temperature:
-                self.control_grads.append((self.temperature_grad, model.log_temperature))
+                self.temperature_grad = grads[-1]
         self.control_grads = [(g, v) for g, v in self.control_grads if g is not None]
         self.report = model.report(self)
 
