@@ -218,10 +218,11 @@ class Estimate(object):
     cv_vars / variance_objective: variables minimised by the control optimiser on
       mean(g^2), g the vectorised gradient (REBAR's eta and baseline).
     etas: REBAR's per-variable eta, for the report vector.
+    tracked: gradient vectors whose variance is tracked (default: the vectorised `grads`).
     """
 
     def __init__(self, grads, report, baseline_losses=(), baseline_vars=(), cv_vars=(),
-                 variance_objective=None, etas=()):
+                 variance_objective=None, etas=(), tracked=()):
         self.grads = list(grads)
         self.report = list(report)
         self.baseline_losses = list(baseline_losses)
@@ -229,6 +230,7 @@ class Estimate(object):
         self.cv_vars = list(cv_vars)
         self.variance_objective = variance_objective
         self.etas = list(etas)
+        self.tracked = list(tracked)
 
 
 def _eta(name):
@@ -387,7 +389,7 @@ EVAL_SAMPLES = 100   # samples per image of the importance-weighted bound
 
 
 class Step(object):
-    """The graph of one estimator over one batch: inputs, noise, passes, estimate, bound."""
+    """The graph of one estimator over one batch: inputs, noise, passes, estimate, bounds."""
 
     def __init__(self, model, x, n_samples, static_rows):
         self.x = x
@@ -420,7 +422,8 @@ class Step(object):
 
         # f per (image, sample): rows of the tiled batch are sample-major
         self.log_f = tf.transpose(tf.reshape(self.passes.hard.elbo, [n_samples, -1]))
-        self.iwae = tf.reduce_mean(U.log_mean_exp(self.log_f, 1))
+        # each image's importance-weighted bound, log mean_k exp f_k
+        self.image_bounds = U.log_mean_exp(self.log_f, 1)
 
 
 class Model(object):
@@ -492,17 +495,13 @@ class Model(object):
     def report(self, step):
         return step.estimate.report
 
-    def tracked_grads(self, step):
-        """The gradients whose variance is tracked: by default, the one that is followed."""
-        return [U.vectorize(step.estimate.grads)]
-
     # -- training ----------------------------------------------------------------------------
     def _build_train_op(self):
         hp, step = self.hparams, self.train
         model_grads = [(g, v) for g, v in zip(step.estimate.grads, self.variables)
                        if g is not None]
         moments = []
-        for g in self.tracked_grads(step):
+        for g in step.estimate.tracked or [U.vectorize(step.estimate.grads)]:
             moments += [g, tf.square(g)]
         ema_update, read_moments = U.debiased_ema(moments, 0.999, 'gradient_moments')
 
@@ -553,30 +552,28 @@ class Model(object):
         From 1000 samples on, the bound is taken over chunks of 100 samples and only the bound
         is returned (as in the reference, which does so to bound memory).
         """
-        step = self.eval
-        if n_samples < 1000:
-            if self.static_shapes:
-                if n_samples != EVAL_SAMPLES:
-                    raise ValueError('The static-shape build evaluates with %d samples, not %d.'
-                                     % (EVAL_SAMPLES, n_samples))
-                padded = _pad_rows(xs, EVAL_GROUP)
-                log_f, report = sess.run((step.log_f, self.eval_report), {step.x: padded})
-                iwae = np.mean(_log_mean_exp(log_f[:len(xs)], axis=1))
-                return np.array([iwae] + list(report))
-            iwae, report = sess.run((step.iwae, self.eval_report),
-                                    {step.x: xs, self.n_samples: n_samples})
-            return np.array([iwae] + list(report))
-        if n_samples % EVAL_SAMPLES:
+        if n_samples >= 1000 and n_samples % EVAL_SAMPLES:
             raise ValueError('From 1000 samples on, n_samples must be a multiple of %d, got %d.'
                              % (EVAL_SAMPLES, n_samples))
-        chunks = []
-        for _ in range(n_samples // EVAL_SAMPLES):
-            if self.static_shapes:
-                log_f = sess.run(step.log_f, {step.x: _pad_rows(xs, EVAL_GROUP)})[:len(xs)]
-            else:
-                log_f = sess.run(step.log_f, {step.x: xs, self.n_samples: EVAL_SAMPLES})
-            chunks.append(log_f)
+        step = self.eval
+        if n_samples < 1000:
+            bounds, report = sess.run((step.image_bounds, self.eval_report),
+                                      self._eval_feed(xs, n_samples))
+            return np.array([np.mean(bounds[:len(xs)])] + list(report))
+        feed = self._eval_feed(xs, EVAL_SAMPLES)
+        chunks = [sess.run(step.log_f, feed)[:len(xs)]
+                  for _ in range(n_samples // EVAL_SAMPLES)]
         return np.array([np.mean(_log_mean_exp(np.concatenate(chunks, 1), axis=1))])
+
+    def _eval_feed(self, xs, n_samples):
+        """The evaluation graph's feed; the static one takes exactly EVAL_GROUP images (a short
+        group is padded, and only its own rows are used) and EVAL_SAMPLES samples."""
+        if not self.static_shapes:
+            return {self.eval.x: xs, self.n_samples: n_samples}
+        if n_samples != EVAL_SAMPLES:
+            raise ValueError('The static-shape build evaluates with %d samples, not %d.'
+                             % (EVAL_SAMPLES, n_samples))
+        return {self.eval.x: _pad_rows(xs, EVAL_GROUP)}
 
 
 def _pad_rows(xs, n):
@@ -676,20 +673,18 @@ class SBNTrackGradVariances(Model):
             rebar(passes, self.variables, hp.temperature, hp.quadratic, scope='rebar'),
         ]
         nv, smp, mp, dyn, reb = parts
-        step.tracked = [U.vectorize(p.grads, self.variables) for p in parts]
         return Estimate(smp.grads, smp.report[:1],
                         baseline_losses=nv.baseline_losses + smp.baseline_losses
                         + mp.baseline_losses,
                         baseline_vars=nv.baseline_vars + smp.baseline_vars + mp.baseline_vars,
                         cv_vars=dyn.cv_vars + reb.cv_vars,
-                        variance_objective=dyn.variance_objective + reb.variance_objective)
+                        variance_objective=dyn.variance_objective + reb.variance_objective,
+                        tracked=[U.vectorize(p.grads, self.variables) for p in parts])
 
     def report(self, step):
         t_grad = step.temperature_grad
         return step.estimate.report + [self.temperature, t_grad, t_grad * t_grad]
 
-    def tracked_grads(self, step):
-        return step.tracked
 
 
 def build_model(hparams, mean_xs, static_shapes=False):

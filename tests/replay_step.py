@@ -53,7 +53,8 @@ def replay(model_name, steps=2, static_shapes=False):
             feed[evaluation.x] = data[:5]
             if not static_shapes:
                 feed[model.n_samples] = 100
-            out['%s/iwae' % model_name] = np.asarray(sess.run(evaluation.iwae, feed), np.float64)
+            out['%s/bounds' % model_name] = np.asarray(sess.run(evaluation.image_bounds, feed),
+                                                       np.float64)
     return out
 
 
