@@ -95,27 +95,35 @@ class Networks(object):
         """The centred (top half of the) image seen by q's first layer."""
         return x[:, :self.n_in] - self.input_mean
 
-    def log_p(self, x, samples):
-        """log p(x, b) for sbn/omni; log p(x_bottom | b) for sp. Samples may be relaxed."""
+    def log_p_terms(self, x, samples, start=0):
+        """The terms of log p(x, b) that involve a layer >= start: log p(b_{i-1} | b_i) for
+        i >= start (b_{-1} = x), then the prior log p(b_{L-1}). For sp, the one term
+        log p(x_bottom | b). Samples may be relaxed."""
         if self.conditional:
             logits = tf.add_n([self.p_logits(i, 2.0 * samples[i] - 1.0)
                                for i in self._generative_layers()])
-            return U.bernoulli_log_likelihood(x[:, self.n_in:],
-                                              tf.nn.bias_add(logits, self.output_bias))
-        top = self.hparams.n_layer - 1
-        log_p = U.bernoulli_log_likelihood(samples[top], self.prior[None, :])
-        for i in reversed(range(self.hparams.n_layer)):
+            return [U.bernoulli_log_likelihood(x[:, self.n_in:],
+                                               tf.nn.bias_add(logits, self.output_bias))]
+        terms = []
+        for i in range(start, self.hparams.n_layer):
             logits = self.p_logits(i, 2.0 * samples[i] - 1.0)
             if i == 0:
-                log_p += U.bernoulli_log_likelihood(x, tf.nn.bias_add(logits, self.output_bias))
+                terms.append(U.bernoulli_log_likelihood(
+                    x, tf.nn.bias_add(logits, self.output_bias)))
             else:
-                log_p += U.bernoulli_log_likelihood(samples[i - 1], logits)
-        return log_p
+                terms.append(U.bernoulli_log_likelihood(samples[i - 1], logits))
+        return terms + [U.bernoulli_log_likelihood(samples[-1], self.prior[None, :])]
+
+    def log_p(self, x, samples):
+        """log p(x, b) for sbn/omni; log p(x_bottom | b) for sp."""
+        return tf.add_n(self.log_p_terms(x, samples))
 
 
-# One forward pass: per-sample `elbo` f, model term `log_p`, and per layer `log_q`, `samples`
-# and `logits`. For sp, f = log p(x_bottom | b) (no log q terms, as in the released code).
-Pass = collections.namedtuple('Pass', 'elbo log_p log_q samples logits')
+# One forward pass: per-sample `elbo` f, model term `log_p` (and its `log_p_terms`), and per
+# layer `log_q`, `samples` and `logits`; `varying`, the part of f that involves the pass's own
+# samples (f itself, but for a pass reusing the hard pass's terms below its start layer). For
+# sp, f = log p(x_bottom | b) (no log q terms, as in the released code).
+Pass = collections.namedtuple('Pass', 'elbo varying log_p log_p_terms log_q samples logits')
 
 
 class ForwardPasses(object):
@@ -128,8 +136,9 @@ class ForwardPasses(object):
     logits at l.
     """
 
-    def __init__(self, nets, images, n_samples, noise):
+    def __init__(self, nets, images, n_samples, noise, reuse_hard=True):
         self.nets, self.images, self.n_samples = nets, images, n_samples
+        self.reuse_hard = reuse_hard and not nets.conditional
         self.x = self.tile(images)
         self.first_logits = self.tile(nets.q_logits(0, nets.recognition_input(images)))
         self.u = noise
@@ -152,9 +161,17 @@ class ForwardPasses(object):
                 logits.append(self.nets.q_logits(i, 2.0 * samples[i - 1] - 1.0))
             samples.append(sample(i, logits[i]))
             log_q.append(U.bernoulli_log_likelihood(samples[i], logits[i]))
-        log_p = self.nets.log_p(self.x, samples)
+        if start > 0 and self.reuse_hard:
+            new_terms = self.nets.log_p_terms(self.x, samples, start)
+            log_p_terms = self.hard.log_p_terms[:start] + new_terms
+            varying = tf.add_n(new_terms) - tf.add_n(log_q[start:])
+        else:
+            log_p_terms = self.nets.log_p_terms(self.x, samples)
+        log_p = tf.add_n(log_p_terms)
         elbo = log_p if self.nets.conditional else log_p - tf.add_n(log_q)
-        return Pass(elbo, log_p, log_q, samples, logits)
+        if not (start > 0 and self.reuse_hard):
+            varying = elbo
+        return Pass(elbo, varying, log_p, log_p_terms, log_q, samples, logits)
 
     def tile(self, per_image):
         """[batch, ...] -> [N, ...], repeating the batch n_samples times."""
@@ -218,7 +235,7 @@ class Estimate(object):
     cv_vars / variance_objective: variables minimised by the control optimiser on
       mean(g^2), g the vectorised gradient (REBAR's eta and baseline).
     etas: REBAR's per-variable eta, for the report vector.
-    tracked: gradient vectors whose variance is tracked (default: the vectorised `grads`).
+    tracked: gradients whose variance is tracked, each a list of tensors (default: `grads`).
     """
 
     def __init__(self, grads, report, baseline_losses=(), baseline_vars=(), cv_vars=(),
@@ -344,14 +361,16 @@ def rebar_control_variate(passes, temperature, quadratic, log_temperature=None,
     terms = []
     for start, layers in segments:
         v_layers = range(start, n_layer) if reference_quadratic else layers
-        f_u = passes.relaxed(start, temperature).elbo
-        f_v = passes.relaxed(start, temperature, v_layers).elbo
-        f_v_const = tf.stop_gradient(f_v)
+        f_u = passes.relaxed(start, temperature)
+        f_v = passes.relaxed(start, temperature, v_layers)
+        f_v_const = tf.stop_gradient(f_v.elbo)
         if log_temperature is not None:
-            df_dt = tf.stop_gradient(tf.gradients(f_v, log_temperature)[0])
+            df_dt = tf.stop_gradient(tf.gradients(f_v.varying, log_temperature)[0])
             f_v_const += df_dt * (log_temperature - tf.stop_gradient(log_temperature))
         log_q = tf.add_n([hard.log_q[l] for l in layers])
-        terms.append(f_v_const * log_q - f_u + f_v)
+        # f~v - f~ = the difference of their varying parts: the terms below `start` are the
+        # hard pass's in both
+        terms.append(f_v_const * log_q - f_u.varying + f_v.varying)
     return tf.add_n(terms)
 
 
@@ -379,7 +398,7 @@ def rebar(passes, variables, temperature, quadratic, log_temperature=None, scope
         etas.append(eta)
         eta_vars.append(w)
         grads.append(eta * h_g if f_g is None else f_g + eta * h_g)
-    variance_objective = tf.reduce_mean(tf.square(U.vectorize(grads, variables)))
+    variance_objective = U.mean_square(grads)
     return Estimate(grads, [tf.reduce_mean(hard.elbo)], cv_vars=eta_vars + c_vars,
                     variance_objective=variance_objective, etas=etas)
 
@@ -398,7 +417,7 @@ class Step(object):
             tf.random_uniform([n_rows, model.hparams.n_hidden]),
             [static_rows, model.hparams.n_hidden], name='u_%d' % i)
             for i in range(model.hparams.n_layer)]
-        self.passes = ForwardPasses(model.nets, x, n_samples, self.noise)
+        self.passes = ForwardPasses(model.nets, x, n_samples, self.noise, model.reuse_hard)
         # log t tiled over samples, so that d f / d log t can be taken per sample
         self.log_temperature = tf.tile(model.log_temperature[None], [n_rows])
         with tf.variable_scope('estimator', reuse=tf.AUTO_REUSE):
@@ -426,6 +445,13 @@ class Step(object):
         self.image_bounds = U.log_mean_exp(self.log_f, 1)
 
 
+# A training step's graph: its input placeholder `x`, its `Step`, `train_op`, and what the
+# driver fetches: the `report` vector, the gradient variance, the global step after the update
+# and whether every gradient was finite.
+Training = collections.namedtuple('Training', 'x step train_op report grad_variance step_after '
+                                  'grads_finite')
+
+
 class Model(object):
     """A sigmoid belief network and one gradient estimator, with its training step.
 
@@ -435,14 +461,19 @@ class Model(object):
     static_shapes: fix batch_size and n_samples in the graph (for the NPU), so that no tensor of
     the training step has an unknown dimension; evaluation then uses its own graph of
     EVAL_GROUP images x EVAL_SAMPLES samples. The default keeps the reference's flexible shapes.
+
+    reuse_hard: relaxed passes take the hard pass's terms below their first relaxed layer (see
+    ForwardPasses); False recomputes them in every pass, the straightforward graph that the
+    default is tested against.
     """
     learns_temperature = False
     tracked = None   # names of tracked estimators (SBNTrackGradVariances)
 
-    def __init__(self, hparams, mean_xs, static_shapes=False):
+    def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True):
         config.validate(hparams)
         self.hparams = hparams
         self.static_shapes = static_shapes
+        self.reuse_hard = reuse_hard
         self.nets = Networks(hparams, mean_xs)
         self.variables = self.nets.variables
         self.global_step = tf.get_variable(
@@ -468,7 +499,27 @@ class Model(object):
         self._eval_report = None
         self.noise = self.train.noise
         self.grads = self.train.estimate.grads
-        self._build_train_op()
+        self._model_opt = tf.train.AdamOptimizer(hparams.learning_rate, beta2=hparams.beta2,
+                                                 name='model_adam')
+        self._control_opt = tf.train.AdamOptimizer(10 * hparams.learning_rate,
+                                                   beta2=hparams.beta2, name='control_adam')
+        self._trainings = {}
+        main = self._build_training(self.train)
+        self.train_op, self.grads_finite = main.train_op, main.grads_finite
+        self.train_report, self.grad_variance = main.report, main.grad_variance
+        self.step_after = main.step_after
+
+    def training(self, n_images):
+        """The training step for a batch of n_images. Static shapes: each batch size has its own
+        graph (the epoch's last, partial batch too), built on first use and sharing every
+        variable, optimizer slot and moving average; otherwise the one graph serves all."""
+        if not self.static_shapes:
+            n_images = None
+        if n_images not in self._trainings:
+            x = tf.placeholder(tf.float32, [n_images, self.hparams.n_input], 'x_%d' % n_images)
+            with tf.name_scope('batch_%d' % n_images):
+                self._build_training(Step(self, x, self.n_samples, n_images * self.n_samples))
+        return self._trainings[n_images]
 
     @property
     def eval(self):
@@ -485,7 +536,7 @@ class Model(object):
         """The report for evaluation; its moving-average entries are read, not updated."""
         if self._eval_report is None:
             self._eval_report = (self.eval.report
-                                 + self._variance_figures(self._read_moments())[1])
+                                 + self._variance_figures(*self._read_averages())[1])
         return self._eval_report
 
     # -- the parts subclasses choose -------------------------------------------------------
@@ -496,53 +547,68 @@ class Model(object):
         return step.estimate.report
 
     # -- training ----------------------------------------------------------------------------
-    def _build_train_op(self):
-        hp, step = self.hparams, self.train
+    def _build_training(self, step):
         model_grads = [(g, v) for g, v in zip(step.estimate.grads, self.variables)
                        if g is not None]
-        moments = []
-        for g in step.estimate.tracked or [U.vectorize(step.estimate.grads)]:
-            moments += [g, tf.square(g)]
-        ema_update, read_moments = U.debiased_ema(moments, 0.999, 'gradient_moments')
+        # Per tracked gradient g (a list of tensors): moving averages of g and of the scalar
+        # mean(g^2) (linear in g^2, so its average is mean(E[g^2]) without a second copy of g).
+        tracked = step.estimate.tracked or [[g for g, _ in model_grads]]
+        mean_squares = [U.mean_square(g) for g in tracked]
+        ema_update, read_moments = U.debiased_ema(sum(tracked, []) + mean_squares, 0.999,
+                                                  'gradient_moments')
+        sizes = [len(g) for g in tracked]
+
+        def read_averages():
+            averages, correction = read_moments()
+            firsts = [averages[sum(sizes[:k]):sum(sizes[:k + 1])] for k in range(len(sizes))]
+            return firsts, averages[-len(sizes):], correction
 
         computed = [g for g, _ in model_grads + step.control_grads] + step.report
         with tf.control_dependencies(computed):
-            model_opt = tf.train.AdamOptimizer(hp.learning_rate, beta2=hp.beta2, name='model_adam')
-            updates = [model_opt.apply_gradients(model_grads, global_step=self.global_step),
+            updates = [self._model_opt.apply_gradients(model_grads, global_step=self.global_step),
                        ema_update]
             if step.control_grads:
-                control_opt = tf.train.AdamOptimizer(10 * hp.learning_rate, beta2=hp.beta2,
-                                                     name='control_adam')
-                updates.append(control_opt.apply_gradients(step.control_grads))
-        self.train_op = tf.group(*updates)
-        # a sum is finite only if every term is: one cheap pass, no copy of the gradients
-        self.grads_finite = tf.is_finite(tf.add_n(
-            [tf.reduce_sum(g) for g, _ in model_grads + step.control_grads]))
+                updates.append(self._control_opt.apply_gradients(step.control_grads))
+        train_op = tf.group(*updates)
+        # Finite only if every gradient entry is (or if a square overflows float32, |g| > 1e19):
+        # the mean squares are computed anyway, so the check costs no pass over the gradients.
+        grads_finite = tf.is_finite(tf.add_n(
+            mean_squares + [tf.reduce_sum(g) for g, _ in step.control_grads]))
 
-        with tf.control_dependencies([self.train_op]):
-            variances, extras = self._variance_figures(read_moments())
-            self.step_after = self.global_step.read_value()
-        self._read_moments = read_moments
-        self.grad_variance = variances if self.tracked else variances[0]
-        self.train_report = step.report + extras
+        with tf.control_dependencies([train_op]):
+            variances, extras = self._variance_figures(*read_averages())
+            step_after = self.global_step.read_value()
+        self._read_averages = read_averages
+        training = Training(step.x, step, train_op, step.report + extras,
+                            variances if self.tracked else variances[0], step_after,
+                            grads_finite)
+        self._trainings[step.x.shape.as_list()[0]] = training
+        return training
 
-    def _variance_figures(self, averages):
-        """Per tracked estimator mean(E[g^2] - mu^2), mu the mean of all tracked E[g]; and, when
-        several are tracked, each one's mean((E[g] - mu)^2) and log mean(mu^2)."""
-        firsts, seconds = averages[0::2], averages[1::2]
-        mu = tf.add_n(firsts) / len(firsts)
-        variances = [tf.reduce_mean(s - tf.square(mu)) for s in seconds]
+    def _variance_figures(self, firsts, mean_squares, correction):
+        """Per tracked estimator mean(E[g^2]) - mean(mu^2), mu the mean of all tracked E[g];
+        and, when several are tracked, each one's mean((E[g] - mu)^2) and log mean(mu^2).
+
+        Arguments are the undivided moving averages (E[.] = average / correction): firsts,
+        one list of tensors per tracked estimator; mean_squares, one scalar each.
+        """
+        mu = [tf.add_n(parts) / len(parts) if len(parts) > 1 else parts[0]
+              for parts in zip(*firsts)]
+        mu_square = U.mean_square(mu) / tf.square(correction)
+        variances = [s / correction - mu_square for s in mean_squares]
         if not self.tracked:
             return variances, []
-        deviations = [tf.reduce_mean(tf.square(f - mu)) for f in firsts]
-        return variances, deviations + [tf.log(tf.reduce_mean(tf.square(mu)))]
+        deviations = [U.mean_square([f - m for f, m in zip(first, mu)]) / tf.square(correction)
+                      for first in firsts]
+        return variances, deviations + [tf.log(mu_square)]
 
     def partial_fit(self, sess, xs, feed=None):
         """One training step. Returns (report vector, gradient variance, step, temperature)."""
-        feed_dict = {self.x: xs}
+        training = self.training(len(xs))
+        feed_dict = {training.x: xs}
         feed_dict.update(feed or {})
         report, variance, step, temperature = sess.run(
-            (self.train_report, self.grad_variance, self.step_after, self.temperature),
+            (training.report, training.grad_variance, training.step_after, self.temperature),
             feed_dict)
         return np.array(report), variance, step, temperature
 
@@ -679,7 +745,7 @@ class SBNTrackGradVariances(Model):
                         baseline_vars=nv.baseline_vars + smp.baseline_vars + mp.baseline_vars,
                         cv_vars=dyn.cv_vars + reb.cv_vars,
                         variance_objective=dyn.variance_objective + reb.variance_objective,
-                        tracked=[U.vectorize(p.grads, self.variables) for p in parts])
+                        tracked=[[U.vectorize(p.grads, self.variables)] for p in parts])
 
     def report(self, step):
         t_grad = step.temperature_grad
@@ -687,7 +753,8 @@ class SBNTrackGradVariances(Model):
 
 
 
-def build_model(hparams, mean_xs, static_shapes=False):
+def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True):
     """The model class named by hparams.model, built in the current default graph."""
     config.validate(hparams)
-    return globals()[hparams.model](hparams, mean_xs, static_shapes=static_shapes)
+    return globals()[hparams.model](hparams, mean_xs, static_shapes=static_shapes,
+                                    reuse_hard=reuse_hard)

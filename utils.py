@@ -40,6 +40,13 @@ def leave_one_out_centre(x):
     return x - (tf.reduce_sum(x) - x) / (n - 1.0)
 
 
+def mean_square(tensors):
+    """mean(x^2) over every entry of a list of tensors of static shapes. (A product with 1/n,
+    not a division: TF 1.15's gradient of a division has shapes unknown until run time.)"""
+    n = sum(t.shape.num_elements() for t in tensors)
+    return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]) * (1.0 / n)
+
+
 def rms(x):
     return tf.sqrt(tf.reduce_mean(tf.square(x)))
 
@@ -71,21 +78,24 @@ def vectorize(grads, variables=None):
 def debiased_ema(tensors, decay, name):
     """Exponential moving averages with zero-debiasing.
 
-    m_n = decay m_{n-1} + (1 - decay) x_n, m_0 = 0; the average is m_n / (1 - decay^n) (0 before
-    the first update). Returns (update_op, read) where read() builds reads of the averages at
-    the point of the graph where it is called (inside a control dependency on update_op to see
-    this step's values).
+    m_n = decay m_{n-1} + (1 - decay) x_n, m_0 = 0, updated in place as m -= (1 - decay)(m - x);
+    the average is m_n / (1 - decay^n) (0 before the first update). Returns (update_op, read):
+    read() builds reads ([m...], 1 - decay^n) at the point of the graph where it is called
+    (inside a control dependency on update_op to see this step's values), so that callers can
+    fold the correction into scalars instead of dividing every entry.
     """
-    with tf.variable_scope(name):
+    with tf.variable_scope(name, reuse=tf.AUTO_REUSE):   # one set of averages per name
         count = tf.get_variable('count', [], tf.float32, tf.zeros_initializer(),
                                 trainable=False, use_resource=True)
         biased = [tf.get_variable('biased_%d' % i, t.shape, tf.float32, tf.zeros_initializer(),
                                   trainable=False, use_resource=True)
                   for i, t in enumerate(tensors)]
-    updates = [b.assign(decay * b + (1.0 - decay) * t) for b, t in zip(biased, tensors)]
+    updates = [tf.raw_ops.ResourceApplyGradientDescent(var=b.handle, alpha=1.0 - decay,
+                                                       delta=b.read_value() - t)
+               for b, t in zip(biased, tensors)]
     updates.append(count.assign_add(1.0))
 
     def read():
         correction = 1.0 - tf.pow(decay, tf.maximum(count.read_value(), 1.0))
-        return [b.read_value() / correction for b in biased]
+        return [b.read_value() for b in biased], correction
     return tf.group(*updates), read

@@ -20,15 +20,16 @@ def tiny_data(n=8, seed=0):
     return (rng.rand(n, 6) < np.linspace(0.2, 0.8, 6)).astype(np.float32)
 
 
-def build(spec, mean_xs, static_shapes=False):
+def build(spec, mean_xs, static_shapes=False, reuse_hard=True):
     hp = config.parse_hparams(spec)
-    return rebar.build_model(hp, mean_xs, static_shapes=static_shapes)
+    return rebar.build_model(hp, mean_xs, static_shapes=static_shapes, reuse_hard=reuse_hard)
 
 
-def noise_feed(model, n_rows, rng):
-    """Uniform noise for every layer, drawn by numpy so both TensorFlows see the same numbers."""
-    h = model.hparams.n_hidden
-    return {u: rng.rand(n_rows, h).astype(np.float32) for u in model.noise}
+def noise_feed(model_or_step, n_rows, rng):
+    """Uniform noise for every layer (of the model's main step, or of a given step), drawn by
+    numpy so both TensorFlows see the same numbers."""
+    return {u: rng.rand(n_rows, u.shape.as_list()[1]).astype(np.float32)
+            for u in model_or_step.noise}
 
 
 def exact_loss_gradient(model, xs):

@@ -22,29 +22,30 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 SPEC = 'n_layer=2,n_input=6,n_hidden=3,batch_size=8,n_samples=2,temperature=0.7'
 
 
-def replay(model_name, steps=2, static_shapes=False):
-    """Runs `steps` training steps; returns {key: array} of reports, gradients, variances and
-    the bound."""
+def replay(model_name, static_shapes=False, reuse_hard=True):
+    """Runs three training steps, the last on a smaller batch (with static shapes, a graph of
+    its own); returns {key: array} of reports, gradients, variances and the bound."""
     from conftest import session_config
     graph = tf.Graph()
     with graph.as_default():
         data = C.tiny_data(16, seed=1)
-        model = C.build('model=%s,%s' % (model_name, SPEC), data.mean(0), static_shapes)
-        grad = U.vectorize(model.grads, model.variables)
-        fetches = {'report': model.train_report, 'grad': grad,
-                   'variance': model.grad_variance}
-        if model.train.temperature_grad is not None:
-            fetches['temperature_grad'] = model.train.temperature_grad
+        model = C.build('model=%s,%s' % (model_name, SPEC), data.mean(0), static_shapes,
+                        reuse_hard)
         out = {}
         rng = np.random.RandomState(7)
         with tf.Session(config=session_config()) as sess:
             sess.run(tf.global_variables_initializer())
             C.load_weights(sess)
             model.log_temperature.load(np.log(0.7), sess)
-            for step in range(steps):
-                feed = C.noise_feed(model, 16, rng)
-                feed[model.x] = data[8 * step:8 * step + 8]
-                values, _ = sess.run((fetches, model.train_op), feed)
+            for step, xs in enumerate([data[:8], data[8:], data[3:8]]):
+                training = model.training(len(xs))
+                fetches = {'report': training.report, 'variance': training.grad_variance,
+                           'grad': U.vectorize(training.step.estimate.grads, model.variables)}
+                if training.step.temperature_grad is not None:
+                    fetches['temperature_grad'] = training.step.temperature_grad
+                feed = C.noise_feed(training.step, len(xs) * model.hparams.n_samples, rng)
+                feed[training.x] = xs
+                values, _ = sess.run((fetches, training.train_op), feed)
                 for key, value in values.items():
                     out['%s/%d/%s' % (model_name, step, key)] = np.asarray(value, np.float64)
             evaluation = model.eval   # 5 images x 100 samples, as in training

@@ -83,11 +83,22 @@ def test_debiased_ema_matches_the_recursion(graph):
     data = np.random.RandomState(4).randn(5, 3).astype(np.float32)
     with tf.Session(config=session_config()) as sess:
         sess.run(tf.global_variables_initializer())
-        np.testing.assert_array_equal(sess.run(before)[0], np.zeros(3))
+        np.testing.assert_array_equal(sess.run(before)[0][0], np.zeros(3))
         m1 = m2 = 0.0
         for n, row in enumerate(data, 1):
             m1 = 0.9 * m1 + 0.1 * row
             m2 = 0.9 * m2 + 0.1 * row ** 2
-            got = sess.run(after, {x: row})
-            np.testing.assert_allclose(got[0], m1 / (1 - 0.9 ** n), rtol=1e-5)
-            np.testing.assert_allclose(got[1], m2 / (1 - 0.9 ** n), rtol=1e-5)
+            (got1, got2), correction = sess.run(after, {x: row})
+            np.testing.assert_allclose(correction, 1 - 0.9 ** n, rtol=1e-6)
+            np.testing.assert_allclose(got1, m1, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(got2, m2, rtol=1e-5, atol=1e-7)
+
+
+def test_mean_square_over_tensors(graph):
+    import tensorflow.compat.v1 as tf
+    import utils as U
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([-1.5], np.float32)
+    expected = (np.sum(a ** 2) + np.sum(b ** 2)) / 7.0
+    np.testing.assert_allclose(run(U.mean_square([tf.constant(a), tf.constant(b)])), expected,
+                               rtol=1e-6)
