@@ -13,12 +13,18 @@ This is the only module that knows which device runs the job. The driver asks `c
   for collective communication or to time start-up separately, neither of which a one-device
   session-run job does.
 - GPU: memory growth on, so a job takes what it uses, not the whole card.
-- CPU: TensorFlow's defaults (GPUs hidden if there are any).
+- CPU: one thread per op and as many ops side by side as there are cores (GPUs hidden if there
+  are any). A REBAR step is thousands of small ops with much independent work; splitting each
+  op over cores costs more than it gains (docs/performance.md).
+
+Every device builds fixed-shape graphs (`static_shapes`): the NPU needs them, and on the CPU they
+are faster per step and quicker to build; `--static_shapes=false` gives the flexible build.
 """
 from __future__ import absolute_import, division, print_function
 
 import collections
 import importlib
+import os
 import sys
 
 import tensorflow.compat.v1 as tf
@@ -69,7 +75,8 @@ def gpu_session_config(fast_start=False):
 
 
 def cpu_session_config(fast_start=False):
-    config = tf.ConfigProto(device_count={'GPU': 0})
+    config = tf.ConfigProto(device_count={'GPU': 0}, intra_op_parallelism_threads=1,
+                            inter_op_parallelism_threads=os.cpu_count() or 1)
     _maybe_fast_start(config, fast_start)
     return config
 
@@ -128,7 +135,7 @@ def choose(requested='auto', precision_mode=DEFAULT_PRECISION_MODE, fast_start=F
         gpus = visible_gpus()
         if gpus:
             log('device: %s: GPU (%d visible, memory growth on)' % (requested, len(gpus)))
-            return Backend('gpu', gpu_session_config(fast_start), False)
+            return Backend('gpu', gpu_session_config(fast_start), True)
         if requested == 'gpu':
             raise DeviceError('--device gpu: TensorFlow sees no GPU (is this a GPU build of '
                               'TensorFlow with CUDA libraries it can load?). Use --device auto '
@@ -138,7 +145,7 @@ def choose(requested='auto', precision_mode=DEFAULT_PRECISION_MODE, fast_start=F
         log('device: auto: CPU (%s)' % '; '.join(reasons))
     else:
         log('device: cpu: CPU')
-    return Backend('cpu', cpu_session_config(fast_start), False)
+    return Backend('cpu', cpu_session_config(fast_start), True)
 
 
 def _stderr(message):

@@ -59,8 +59,8 @@ flags.DEFINE_enum('device', 'auto', device.DEVICES,
                   'auto: NPU if npu_bridge imports, else GPU if TensorFlow sees one, else CPU.')
 flags.DEFINE_enum('precision_mode', device.DEFAULT_PRECISION_MODE, device.PRECISION_MODES,
                   'NPU only: the graph engine\'s precision mode.')
-flags.DEFINE_bool('static_shapes', None, 'Build fixed-shape graphs and drop the last partial '
-                  'batch of each epoch (default: only on the NPU, which needs them).')
+flags.DEFINE_bool('static_shapes', None, 'Build fixed-shape graphs, one per batch size (the '
+                  'default on every device; false: the flexible build).')
 flags.DEFINE_bool('fast_start', False, 'CPU/GPU: skip TensorFlow\'s graph optimizer (start in '
                   'seconds, run each step 10-20% slower); for smoke tests.')
 flags.DEFINE_integer('seed', None, 'Seed for shuffling, binarization and the noise '
@@ -346,11 +346,12 @@ class Epoch(object):
         return epoch
 
 
-def batches_per_epoch(n, batch_size, static_shapes):
-    """Full batches, plus the reference's last partial batch unless shapes are static (or it
-    holds one image, which REINFORCE's leave-one-out baseline cannot centre)."""
+def batches_per_epoch(n, batch_size):
+    """Full batches, plus the reference's last partial batch unless it holds one image, which
+    REINFORCE's leave-one-out baseline cannot centre. (With static shapes the partial batch has
+    its own graph.)"""
     full, rest = divmod(n, batch_size)
-    return full + (1 if rest >= 2 and not static_shapes else 0)
+    return full + (1 if rest >= 2 else 0)
 
 
 # -- the trainer -----------------------------------------------------------------------------------
@@ -377,7 +378,7 @@ class Trainer(object):
         if data is None:
             data = datasets.load_data(hp.task, hp.dynamic_b, options.data_dir)
         self.train_xs, self.valid_xs, self.test_xs = data
-        self.n_batches = batches_per_epoch(len(self.train_xs), hp.batch_size, self.static_shapes)
+        self.n_batches = batches_per_epoch(len(self.train_xs), hp.batch_size)
         if self.n_batches < 1:
             raise UsageError('The training set (%d images) holds no batch of %d.'
                              % (len(self.train_xs), hp.batch_size))
@@ -429,15 +430,33 @@ class Trainer(object):
                 tf.set_random_seed((self.options.seed * 1000003 + self.start_step) % (2 ** 31 - 1))
             self.model = model = rebar.build_model(self.hp, mean_xs,
                                                    static_shapes=self.static_shapes)
-            model.eval_report   # built now (it is built lazily), so the graph can be finalized
-            self.fetches = (model.train_report, model.grad_variance, model.step_after,
-                            model.temperature, model.grads_finite)
+            model.eval_report   # built now (it is built lazily)
             self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
             self.init_op = tf.global_variables_initializer()
-        self.graph.finalize()
+        # With static shapes, the epoch's partial batch has a graph of its own, built when it
+        # first comes (so that start-up does not wait for it); the graph is finalized then.
+        self.batch_sizes = set(len(self.train_xs[i:i + self.hp.batch_size]) for i in
+                               range(0, self.n_batches * self.hp.batch_size, self.hp.batch_size))
         self.sess = tf.Session(graph=self.graph, config=self.backend.session_config)
-        # a callable skips sess.run's per-call parsing of fetches and feeds
-        self.run_step = self.sess.make_callable(self.fetches, feed_list=[self.model.x])
+        self.step_fns = {}
+        self._finalize_when_built()
+
+    def _step_fn(self, n_images):
+        """The training step for a batch of n_images, as a session callable (which skips
+        sess.run's per-call parsing of fetches and feeds)."""
+        if n_images not in self.step_fns:
+            with self.graph.as_default():
+                t = self.model.training(n_images)
+            self.step_fns[n_images] = self.sess.make_callable(
+                (t.report, t.grad_variance, t.step_after, self.model.temperature,
+                 t.grads_finite), feed_list=[t.x])
+            self._finalize_when_built()
+        return self.step_fns[n_images]
+
+    def _finalize_when_built(self):
+        built = set(self.step_fns) | {self.hp.batch_size}
+        if not self.static_shapes or self.batch_sizes <= built:
+            self.graph.finalize()
 
     def _new_epoch(self):
         order = self.rng.permutation(len(self.train_xs))
@@ -458,8 +477,7 @@ class Trainer(object):
         n_images, n_batches = len(arrays['order']), int(arrays['n_batches'])
         if (n_images, n_batches) != (len(self.train_xs), self.n_batches):
             raise RunDirError('%s was made with %d training images in %d batches an epoch; the '
-                              'data now give %d in %d. Resume on the same data and with the same '
-                              '--static_shapes setting (on by default on the NPU only).'
+                              'data now give %d in %d. Resume on the same data.'
                               % (state['checkpoint'], n_images, n_batches, len(self.train_xs),
                                  self.n_batches))
 
@@ -527,7 +545,7 @@ class Trainer(object):
             if self.hp.dynamic_b:
                 xs = (self.rng.rand(*xs.shape) < xs).astype(np.float32)
             started = time.time()
-            report, variance, step, temperature, finite = self.run_step(xs)
+            report, variance, step, temperature, finite = self._step_fn(len(xs))(xs)
             self.step_time += time.time() - started
             report = np.array(report)
             if not finite or not np.all(np.isfinite(report)):
@@ -590,8 +608,8 @@ class Trainer(object):
             self._evaluate()
 
     def epoch_index(self):
-        """The reference's epoch index, int(step / (n / batch_size)); when the last partial
-        batch is dropped, int(step / batches per epoch), which the reference's formula would
+        """The reference's epoch index, int(step / (n / batch_size)); when a last batch of one
+        image is dropped, int(step / batches per epoch), which the reference's formula would
         put one epoch behind."""
         n, batch_size = len(self.train_xs), self.hp.batch_size
         if self.n_batches * batch_size >= n:

@@ -1,6 +1,7 @@
 """Speed of every model at the documented configuration: a table on stdout and a JSON file.
 
     python scripts/benchmark.py                          # all models, 2 linear layers, batch 24
+    python scripts/benchmark.py --flexible               # the flexible-shape build
     python scripts/benchmark.py --models SBNDynamicRebar --hparams nonlinear=true
     python scripts/benchmark.py --sweep                  # steps/s against batch, n_hidden, n_layer
 
@@ -28,7 +29,7 @@ MODELS = ('SBNDynamicRebar', 'SBNRebar', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNNVI
           'SBNGumbel', 'SBNTrackGradVariances')
 
 
-def measure(model_name, extra, steps, repeats, eval_images, static_shapes):
+def measure(model_name, extra, steps, repeats, eval_images, flexible):
     """Runs one model in this process; returns its figures as a dict."""
     import numpy as np
     import config
@@ -40,6 +41,7 @@ def measure(model_name, extra, steps, repeats, eval_images, static_shapes):
     hp = config.parse_hparams(','.join(s for s in ['model=' + model_name, DOCUMENTED, extra] if s))
     train, valid, _ = datasets.load_data('sbn', use_sample=True)
     backend = device.choose('auto', log=lambda message: None)
+    static_shapes = backend.static_shapes and not flexible
     batch = hp.batch_size
     start = time.time()
     model = rebar.build_model(hp, train.mean(0), static_shapes=static_shapes)
@@ -85,8 +87,8 @@ def run_child(args, model_name, extra):
     command = [sys.executable, os.path.abspath(__file__), '--child', model_name,
                '--hparams', extra, '--steps', str(args.steps), '--repeats', str(args.repeats),
                '--eval_images', str(args.eval_images)]
-    if args.static_shapes:
-        command.append('--static_shapes')
+    if args.flexible:
+        command.append('--flexible')
     out = subprocess.check_output(command, stderr=subprocess.DEVNULL if not args.verbose
                                   else None)
     return json.loads(out.decode('utf-8').strip().splitlines()[-1])
@@ -106,7 +108,8 @@ def main():
     parser.add_argument('--steps', type=int, default=200, help='steps per timed block')
     parser.add_argument('--repeats', type=int, default=5, help='timed blocks')
     parser.add_argument('--eval_images', type=int, default=500)
-    parser.add_argument('--static_shapes', action='store_true')
+    parser.add_argument('--flexible', action='store_true',
+                        help='the flexible-shape build instead of the default static one')
     parser.add_argument('--sweep', action='store_true',
                         help='SBNDynamicRebar steps/s against batch_size, n_hidden and n_layer')
     parser.add_argument('--json', default='benchmark.json')
@@ -116,7 +119,7 @@ def main():
 
     if args.child:
         print(json.dumps(measure(args.child, args.hparams, args.steps, args.repeats,
-                                 args.eval_images, args.static_shapes)))
+                                 args.eval_images, args.flexible)))
         return
 
     if args.sweep:

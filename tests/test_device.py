@@ -3,6 +3,7 @@ training graph (no unknown dimension) and the driver's fixed-batch path on the C
 from __future__ import absolute_import, division, print_function
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -48,7 +49,11 @@ def test_unknown_precision_mode_is_refused_with_the_valid_ones():
 
 def test_gpu_config_grows_memory_and_cpu_config_hides_gpus():
     assert device.gpu_session_config().gpu_options.allow_growth
-    assert device.cpu_session_config().device_count['GPU'] == 0
+    cpu = device.cpu_session_config()
+    assert cpu.device_count['GPU'] == 0
+    # ops side by side, one thread each (the speed issue's measurements)
+    assert cpu.intra_op_parallelism_threads == 1
+    assert cpu.inter_op_parallelism_threads == (os.cpu_count() or 1)
     assert device.cpu_session_config(fast_start=True).graph_options.rewrite_options \
         .disable_meta_optimizer
 
@@ -59,7 +64,7 @@ def test_auto_falls_back_here_and_says_why():
     backend = device.choose('auto', log=said.append)
     expected = 'gpu' if device.visible_gpus() else 'cpu'
     assert backend.name == expected
-    assert backend.static_shapes is False
+    assert backend.static_shapes is True   # every device builds fixed shapes
     assert len(said) == 1 and said[0].startswith('device: auto: %s' % expected.upper())
     if expected == 'cpu':
         assert 'npu_bridge not importable' in said[0] and 'no GPU' in said[0]
@@ -116,25 +121,35 @@ def _folds_to_a_constant(tensor, memo):
     return memo[op.name]
 
 
-def test_static_shape_training_has_no_unknown_dimension_and_feeds_whole_batches(tmp_path):
-    """The NPU build, run on the CPU: every tensor of the training and evaluation steps has a
-    known shape (TF 1.15's gradient code leaves some int32 shape arithmetic unknown; it must
-    fold to constants), each epoch drops the last partial batch, evaluation pads its groups."""
+def test_static_shape_training_has_no_unknown_dimension_and_a_graph_per_batch_size(tmp_path):
+    """The NPU build, run on the CPU: every tensor of the training steps (the full batch's and
+    the epoch's last, partial batch's) and of evaluation has a known shape (TF 1.15's gradient
+    code leaves some int32 shape arithmetic unknown; it must fold to constants); the partial
+    batch's graph is built when it first comes, then the graph is finalized; evaluation pads its
+    groups."""
     hp = rebar_train.config.parse_hparams('model=SBNDynamicRebar,n_layer=2,n_hidden=16,'
                                           'batch_size=24,learning_rate=0.0003')
     rng = np.random.RandomState(0)
     data = [(rng.rand(n, 784) < 0.3).astype(np.float32) for n in (100, 7, 6)]
     out = io.StringIO()
     options = rebar_train.make_options(hp, working_dir=str(tmp_path / 'run'), device='cpu',
-                                       static_shapes=True, fast_start=True, max_steps=9,
-                                       eval_freq=2, checkpoint_secs=0, progress_secs=0)
+                                       fast_start=True, max_steps=12, eval_freq=2,
+                                       checkpoint_secs=0, progress_secs=0)
     trainer = rebar_train.Trainer(options, data=data, out=out, err=io.StringIO())
     try:
         model = trainer.model
+        assert trainer.static_shapes   # the default on the CPU too
         assert model.x.shape.as_list() == [24, 784]
-        ops = _training_step_ops(tf.nest.flatten([trainer.fetches, model.train_op,
-                                                  model.eval.log_f, model.eval_report]))
-        assert len(ops) > 1000
+        assert not trainer.graph.finalized   # the batch of 4 is still to come
+        assert trainer.train() == 12
+        assert trainer.graph.finalized
+        assert sorted(trainer.step_fns) == [4, 24]
+        partial = model.training(4)
+        assert partial.x.shape.as_list() == [4, 784]
+        ops = _training_step_ops(tf.nest.flatten(
+            [[t.train_op, t.report, t.grad_variance, t.grads_finite]
+             for t in (model.training(24), partial)] + [model.eval.log_f, model.eval_report]))
+        assert len(ops) > 2000
         memo, unknown = {}, []
         for op in ops:
             for t in op.outputs:
@@ -144,14 +159,13 @@ def test_static_shape_training_has_no_unknown_dimension_and_feeds_whole_batches(
                     continue
                 unknown.append('%s (%s): %s' % (t.name, op.type, t.shape))
         assert not unknown, unknown[:10]
-        assert trainer.train() == 9
     finally:
         trainer.close()
-    # 100 images in batches of 24: 4 steps an epoch (the 4 left over dropped), so epoch lines
-    # at steps 4 and 8, the partial one at 9; evaluation (7 and 6 images, groups padded to 5)
-    # at epoch 2 (step 8) and at the end.
+    # 100 images in batches of 24: 5 steps an epoch (the last of 4 images), so epoch lines at
+    # steps 5 and 10, the partial one at 12; evaluation (7 and 6 images, groups padded to 5)
+    # at epoch 2 (step 10) and at the end.
     text = out.getvalue()
     assert [int(l.split()[1][:-1]) for l in text.splitlines() if l.startswith('Step ')] \
-        == [4, 8, 9]
+        == [5, 10, 12]
     assert [int(l.split()[1][:-1]) for l in text.splitlines() if l.startswith('Valid ')] \
-        == [8, 9]
+        == [10, 12]
