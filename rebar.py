@@ -8,7 +8,8 @@ Reading order, as in the paper:
    conditional noise v, and the mean pass (sigma(a)). Each pass is built once per step and
    every estimator shares them.
 3. Estimators, one short function each: `reinforce`, `nvil`, `simple_muprop`, `muprop`,
-   `concrete`, and `rebar`, whose control variate is built in `rebar_control_variate`.
+   `concrete`, and `rebar`, whose control variate (and its gradient) is built in
+   `rebar_control_variate`.
 4. `Model` and the thin classes users name in --hparams (`SBNDynamicRebar`, ...): inputs and
    noise, the two Adam optimisers, the gradient-variance EMA and the importance-weighted bound.
 
@@ -337,9 +338,10 @@ def concrete(passes, variables, temperature):
                     [tf.reduce_mean(passes.hard.elbo), tf.reduce_mean(relaxed.elbo)])
 
 
-def rebar_control_variate(passes, temperature, quadratic, log_temperature=None,
+def rebar_control_variate(passes, variables, temperature, quadratic, log_temperature=None,
                           reference_quadratic=False):
-    """The REBAR control variate, summed over segments s (one per layer when `quadratic`):
+    """The gradient in each variable of mean(c), c the REBAR control variate summed over
+    segments s (one per layer when `quadratic`):
 
         c = sum_s [ f~v_s (held constant) * log q(b_s) - f~_s + f~v_s ],
 
@@ -353,25 +355,40 @@ def rebar_control_variate(passes, temperature, quadratic, log_temperature=None,
     derivative in log t (value f~v, gradient d f~v/d log t, none in the model variables), so
     that differentiating the variance objective in log t gives the exact gradient, through the
     REINFORCE term as well as the reparameterised one.
+
+    Built as grad mean(sum_s f~v_s - f~_s) + grad mean(sum_s f~v_s log q(b_s)): each f~v_s
+    pass sees its own copy of log t, so the first backward pass also gives each sample's
+    d f~v_s / d log t. Only the passes' varying terms enter f~v_s - f~_s: the terms below
+    `start` are the hard pass's in both.
     """
     hard = passes.hard
     n_layer = len(hard.samples)
     segments = ([(l, [l]) for l in range(n_layer)] if quadratic
                 else [(0, list(range(n_layer)))])
-    terms = []
+    differences, f_v, log_t_copies = [], [], []
     for start, layers in segments:
-        v_layers = range(start, n_layer) if reference_quadratic else layers
-        f_u = passes.relaxed(start, temperature)
-        f_v = passes.relaxed(start, temperature, v_layers)
-        f_v_const = tf.stop_gradient(f_v.elbo)
+        t_v = temperature
         if log_temperature is not None:
-            df_dt = tf.stop_gradient(tf.gradients(f_v.varying, log_temperature)[0])
-            f_v_const += df_dt * (log_temperature - tf.stop_gradient(log_temperature))
-        log_q = tf.add_n([hard.log_q[l] for l in layers])
-        # f~v - f~ = the difference of their varying parts: the terms below `start` are the
-        # hard pass's in both
-        terms.append(f_v_const * log_q - f_u.varying + f_v.varying)
-    return tf.add_n(terms)
+            log_t_copies.append(tf.identity(log_temperature))
+            t_v = tf.exp(log_t_copies[-1])[:, None]
+        v_layers = range(start, n_layer) if reference_quadratic else layers
+        f_v.append(passes.relaxed(start, t_v, v_layers))
+        differences.append(f_v[-1].varying - passes.relaxed(start, temperature).varying)
+    grads = tf.gradients(tf.reduce_mean(tf.add_n(differences)), variables + log_t_copies)
+    reparameterised, df_dt = grads[:len(variables)], grads[len(variables):]
+
+    terms = []
+    for s, (start, layers) in enumerate(segments):
+        f_v_const = tf.stop_gradient(f_v[s].elbo)
+        if log_temperature is not None:
+            # the mean's gradient is d f~v / d log t over the number of samples
+            n = tf.cast(tf.size(df_dt[s]), tf.float32)
+            f_v_const += (tf.stop_gradient(df_dt[s] * n)
+                          * (log_temperature - tf.stop_gradient(log_temperature)))
+        terms.append(f_v_const * tf.add_n([hard.log_q[l] for l in layers]))
+    reinforce = _grads(tf.add_n(terms), variables)
+    return [a if b is None else b if a is None else a + b
+            for a, b in zip(reparameterised, reinforce)]
 
 
 def rebar(passes, variables, temperature, quadratic, log_temperature=None, scope='rebar'):
@@ -385,9 +402,8 @@ def rebar(passes, variables, temperature, quadratic, log_temperature=None, scope
         c, c_vars = _baseline(passes, 'baseline')
     learning = (tf.stop_gradient(hard.elbo) - c) * tf.add_n(hard.log_q) + hard.log_p
     f_grads = _grads(-learning, variables)
-    cv = rebar_control_variate(passes, temperature, quadratic, log_temperature,
-                               passes.nets.hparams.reference_quadratic_cv)
-    h_grads = _grads(cv, variables)
+    h_grads = rebar_control_variate(passes, variables, temperature, quadratic, log_temperature,
+                                    passes.nets.hparams.reference_quadratic_cv)
     grads, etas, eta_vars = [], [], []
     for var, f_g, h_g in zip(variables, f_grads, h_grads):
         if h_g is None:
