@@ -430,15 +430,19 @@ class Trainer(object):
                 tf.set_random_seed((self.options.seed * 1000003 + self.start_step) % (2 ** 31 - 1))
             self.model = model = rebar.build_model(self.hp, mean_xs,
                                                    static_shapes=self.static_shapes)
-            model.eval_report   # built now (it is built lazily)
             self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
             self.init_op = tf.global_variables_initializer()
-        # With static shapes, the epoch's partial batch has a graph of its own, built when it
-        # first comes (so that start-up does not wait for it); the graph is finalized then.
+        # With static shapes, the epoch's partial batch and evaluation have graphs of their
+        # own, built when first needed (start-up does not wait for them); the graph is
+        # finalized once every graph the run needs exists.
         self.batch_sizes = set(len(self.train_xs[i:i + self.hp.batch_size]) for i in
                                range(0, self.n_batches * self.hp.batch_size, self.hp.batch_size))
+        if not self.static_shapes:   # one graph serves every batch and evaluation
+            with self.graph.as_default():
+                model.eval_report
         self.sess = tf.Session(graph=self.graph, config=self.backend.session_config)
         self.step_fns = {}
+        self.eval_built = not self.static_shapes
         self._finalize_when_built()
 
     def _step_fn(self, n_images):
@@ -455,7 +459,9 @@ class Trainer(object):
 
     def _finalize_when_built(self):
         built = set(self.step_fns) | {self.hp.batch_size}
-        if not self.static_shapes or self.batch_sizes <= built:
+        evaluates = self.options.eval_freq > 0
+        if ((self.eval_built or not evaluates)
+                and (not self.static_shapes or self.batch_sizes <= built)):
             self.graph.finalize()
 
     def _new_epoch(self):
@@ -618,6 +624,11 @@ class Trainer(object):
 
     def evaluate(self, xs):
         """The reference's evaluation: np.mean over groups of 5 images of partial_eval."""
+        if not self.eval_built:
+            with self.graph.as_default():
+                self.model.eval_report
+            self.eval_built = True
+            self._finalize_when_built()
         group = rebar.EVAL_GROUP
         return np.mean([self.model.partial_eval(self.sess, xs[i:i + group])
                         for i in range(0, len(xs), group)], axis=0)

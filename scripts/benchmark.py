@@ -5,10 +5,12 @@
     python scripts/benchmark.py --models SBNDynamicRebar --hparams nonlinear=true
     python scripts/benchmark.py --sweep                  # steps/s against batch, n_hidden, n_layer
 
-Each model runs in its own process (so peak RSS is its own): graph build seconds, session start
-plus first step, training steps/s (median and range over --repeats timed blocks after a warm-up),
-graph op count, peak RSS, and the importance-weighted bound's images/s (100 samples, groups of
-5, as in training). Data: the bundled sample of real digits. The session config is the
+Each model runs in its own process (so peak RSS is its own): graph build seconds (the training
+graph, all the driver builds before its first step), session start plus first step, training
+steps/s (median and range over --repeats timed blocks after a warm-up), graph op count
+(evaluation's included), peak RSS, the importance-weighted bound's images/s (100 samples, groups
+of 5, as in training) and evaluation's start (its graph, which the driver builds at its first
+evaluation, and first call). Data: the bundled sample of real digits. The session config is the
 driver's for this device (device.choose), so the numbers are what a training run sees.
 """
 from __future__ import absolute_import, division, print_function
@@ -45,9 +47,7 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     batch = hp.batch_size
     start = time.time()
     model = rebar.build_model(hp, train.mean(0), static_shapes=static_shapes)
-    model.eval_report   # the evaluation graph, built before the graph is finalised
     init = tf.global_variables_initializer()
-    tf.get_default_graph().finalize()
     built = time.time()
     rng = np.random.RandomState(0)
     batches = [train[i:i + batch] for i in range(0, len(train) - batch + 1, batch)]
@@ -66,7 +66,10 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
             for i in range(steps):
                 step(batches[rng.randint(len(batches))])
             rates.append(steps / (time.time() - t))
+        t = time.time()
+        model.eval_report   # the driver builds evaluation when it first evaluates
         model.partial_eval(sess, valid[:rebar.EVAL_GROUP])   # warm-up: first call prepares
+        eval_start = time.time() - t
         t = time.time()
         for i in range(0, eval_images, rebar.EVAL_GROUP):
             model.partial_eval(sess, valid[i:i + rebar.EVAL_GROUP])
@@ -79,7 +82,7 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
         'steps_per_s': float(np.median(rates)), 'steps_per_s_min': min(rates),
         'steps_per_s_max': max(rates), 'graph_ops': len(tf.get_default_graph().get_operations()),
         'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        'eval_images_per_s': eval_rate,
+        'eval_images_per_s': eval_rate, 'eval_start_s': eval_start,
     }
 
 
@@ -106,7 +109,7 @@ def main():
     parser.add_argument('--models', nargs='+', default=list(MODELS))
     parser.add_argument('--hparams', default='', help='extra k=v,... over the documented run')
     parser.add_argument('--steps', type=int, default=200, help='steps per timed block')
-    parser.add_argument('--repeats', type=int, default=5, help='timed blocks')
+    parser.add_argument('--repeats', type=int, default=7, help='timed blocks')
     parser.add_argument('--eval_images', type=int, default=500)
     parser.add_argument('--flexible', action='store_true',
                         help='the flexible-shape build instead of the default static one')
@@ -146,12 +149,13 @@ def main():
         'build s': '%.1f' % r['build_s'], 'first step s': '%.1f' % r['first_step_s'],
         'ops': '%d' % r['graph_ops'], 'peak RSS MB': '%.0f' % r['peak_rss_mb'],
         'eval img/s': '%.0f' % r['eval_images_per_s'],
+        'eval start s': '%.1f' % r['eval_start_s'],
     } for r in results]
     print('Python %s, TensorFlow %s, %s, static shapes %s'
           % (results[0]['python'], results[0]['tensorflow'], results[0]['device'],
              results[0]['static_shapes']))
     print_table(rows, ['model', 'steps/s', 'build s', 'first step s', 'ops', 'peak RSS MB',
-                       'eval img/s'])
+                       'eval img/s', 'eval start s'])
     tmp = args.json + '.tmp'
     with open(tmp, 'w') as f:
         json.dump(results, f, indent=1)
