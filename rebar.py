@@ -476,7 +476,8 @@ class Model(object):
 
     static_shapes: fix batch_size and n_samples in the graph (for the NPU), so that no tensor of
     the training step has an unknown dimension; evaluation then uses its own graph of
-    EVAL_GROUP images x EVAL_SAMPLES samples. The default keeps the reference's flexible shapes.
+    EVAL_GROUP images x EVAL_SAMPLES samples. The driver builds static shapes on every device
+    (they are faster on the CPU too); the default here is the reference's flexible build.
 
     reuse_hard: relaxed passes take the hard pass's terms below their first relaxed layer (see
     ForwardPasses); False recomputes them in every pass, the straightforward graph that the
