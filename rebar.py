@@ -482,15 +482,21 @@ class Model(object):
     reuse_hard: relaxed passes take the hard pass's terms below their first relaxed layer (see
     ForwardPasses); False recomputes them in every pass, the straightforward graph that the
     default is tested against.
+
+    images: with static shapes, a function n -> the [n, n_input] batch tensor a training step
+    reads (the driver's batches taken in the session); by default, a placeholder to feed.
     """
     learns_temperature = False
     tracked = None   # names of tracked estimators (SBNTrackGradVariances)
 
-    def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True):
+    def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None):
         config.validate(hparams)
+        if images is not None and not static_shapes:
+            raise ValueError('Batches from an images function need static shapes.')
         self.hparams = hparams
         self.static_shapes = static_shapes
         self.reuse_hard = reuse_hard
+        self._images = images
         self.nets = Networks(hparams, mean_xs)
         self.variables = self.nets.variables
         self.global_step = tf.get_variable(
@@ -504,7 +510,7 @@ class Model(object):
         self.temperature = tf.exp(self.log_temperature)
 
         batch = hparams.batch_size if static_shapes else None
-        self.x = tf.placeholder(tf.float32, [batch, hparams.n_input], 'x')
+        self.x = self._batch_input(batch)
         if static_shapes:
             self.n_samples = hparams.n_samples
             self.train = Step(self, self.x, self.n_samples, batch * self.n_samples)
@@ -533,10 +539,15 @@ class Model(object):
         if not self.static_shapes:
             n_images = None
         if n_images not in self._trainings:
-            x = tf.placeholder(tf.float32, [n_images, self.hparams.n_input], 'x_%d' % n_images)
             with tf.name_scope('batch_%d' % n_images):
+                x = self._batch_input(n_images)
                 self._build_training(Step(self, x, self.n_samples, n_images * self.n_samples))
         return self._trainings[n_images]
+
+    def _batch_input(self, n_images):
+        if self._images is not None:
+            return self._images(n_images)
+        return tf.placeholder(tf.float32, [n_images, self.hparams.n_input], 'x')
 
     @property
     def eval(self):
@@ -770,8 +781,8 @@ class SBNTrackGradVariances(Model):
 
 
 
-def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True):
+def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None):
     """The model class named by hparams.model, built in the current default graph."""
     config.validate(hparams)
     return globals()[hparams.model](hparams, mean_xs, static_shapes=static_shapes,
-                                    reuse_hard=reuse_hard)
+                                    reuse_hard=reuse_hard, images=images)

@@ -38,6 +38,7 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     import datasets
     import device
     import rebar
+    import rebar_train
     import tensorflow.compat.v1 as tf
 
     hp = config.parse_hparams(','.join(s for s in ['model=' + model_name, DOCUMENTED, extra] if s))
@@ -46,25 +47,47 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     static_shapes = backend.static_shapes and not flexible
     batch = hp.batch_size
     start = time.time()
-    model = rebar.build_model(hp, train.mean(0), static_shapes=static_shapes)
+    # the driver's input: static shapes take each batch from the training set in the session
+    on_device = (rebar_train.DeviceBatches(len(train), hp.n_input, batch, hp.dynamic_b)
+                 if static_shapes else None)
+    model = rebar.build_model(hp, train.mean(0), static_shapes=static_shapes,
+                              images=on_device.images if on_device else None)
     init = tf.global_variables_initializer()
     built = time.time()
     rng = np.random.RandomState(0)
-    batches = [train[i:i + batch] for i in range(0, len(train) - batch + 1, batch)]
+    per_epoch = len(train) // batch
     with tf.Session(config=backend.session_config) as sess:
         sess.run(init)
+        if on_device:
+            on_device.initialize(sess, train)
         # the driver's training step: the same fetches through a callable
         step = sess.make_callable((model.train_report, model.grad_variance, model.step_after,
-                                   model.temperature, model.grads_finite), feed_list=[model.x])
-        step(batches[0])
+                                   model.temperature, model.grads_finite),
+                                  feed_list=[] if on_device else [model.x])
+
+        epoch = {}
+
+        def train_step(i):   # i: the global step; a new epoch of full batches every per_epoch
+            if i % per_epoch == 0:
+                epoch['order'] = rng.permutation(len(train))
+                if on_device:
+                    on_device.load(sess, epoch['order'], i)
+            if on_device:
+                return step()
+            j = i % per_epoch
+            return step(train[epoch['order'][j * batch:(j + 1) * batch]])
+
+        train_step(0)
         first = time.time()
-        for i in range(20):   # warm-up
-            step(batches[i % len(batches)])
+        for i in range(1, 21):   # warm-up
+            train_step(i)
         rates = []
+        i = 21
         for r in range(repeats):
             t = time.time()
-            for i in range(steps):
-                step(batches[rng.randint(len(batches))])
+            for _ in range(steps):
+                train_step(i)
+                i += 1
             rates.append(steps / (time.time() - t))
         t = time.time()
         model.eval_report   # the driver builds evaluation when it first evaluates

@@ -568,3 +568,52 @@ def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, tmp_pat
         assert float(fields['TrainAccuracy']) == float(last_test.split('[')[1].split()[0]) < 0
     else:
         assert 'Test ' not in log   # no evaluation in a performance run
+
+
+def _record_batches(trainer, seen):
+    """Wraps the trainer's step so that each step first reads the batch its graph will take."""
+    step_fn = trainer._step_fn
+
+    def recording(n_images):
+        run = step_fn(n_images)
+
+        def call(*inputs):
+            taken = trainer.sess.run(trainer.model.training(n_images).x)
+            seen.append((taken, trainer.train_xs[trainer.epoch.next_indices()]))
+            return run(*inputs)
+        return call
+    trainer._step_fn = recording
+
+
+@pytest.mark.parametrize('dynamic_b', [False, True])
+def test_batches_taken_in_the_session_are_the_epochs_batches(tmp_path, dynamic_b):
+    """With static shapes the step feeds nothing: its batch is taken from the training set
+    held in the session. Over 12 steps (100 images in batches of 24: two epoch ends and two
+    partial batches of 4) and after resuming mid-epoch, every batch is the epoch's next one
+    (dynamic_b: a binarisation of it, 0 and 1 kept)."""
+    hp = config.parse_hparams('model=SBN,n_layer=1,n_hidden=8,batch_size=24,'
+                              'learning_rate=0.0003,dynamic_b=%s' % str(dynamic_b).lower())
+    rng = np.random.RandomState(3)
+    train = rng.rand(100, 784).astype(np.float32)
+    train[:, :100] = 0.0
+    train[:, 100:200] = 1.0
+    data = (train, train[:7], train[:6])
+    seen = []
+    for max_steps in (12, 15):   # the second run resumes at step 12, epoch 3's third batch
+        options = rebar_train.make_options(hp, working_dir=str(tmp_path / 'run'), eval_freq=0,
+                                           max_steps=max_steps, checkpoint_secs=0,
+                                           progress_secs=0, fast_start=True, seed=1)
+        trainer = rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
+        try:
+            assert trainer.batches is not None
+            _record_batches(trainer, seen)
+            trainer.train()
+        finally:
+            trainer.close()
+    assert [len(taken) for taken, _ in seen] == [24, 24, 24, 24, 4] * 3
+    for taken, expected in seen:
+        if dynamic_b:
+            assert set(np.unique(taken)) <= {0.0, 1.0}
+            np.testing.assert_array_equal(taken[:, :200], expected[:, :200])
+        else:
+            np.testing.assert_array_equal(taken, expected)
