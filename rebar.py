@@ -162,16 +162,12 @@ class ForwardPasses(object):
                 logits.append(self.nets.q_logits(i, 2.0 * samples[i - 1] - 1.0))
             samples.append(sample(i, logits[i]))
             log_q.append(U.bernoulli_log_likelihood(samples[i], logits[i]))
-        if start > 0 and self.reuse_hard:
-            new_terms = self.nets.log_p_terms(self.x, samples, start)
-            log_p_terms = self.hard.log_p_terms[:start] + new_terms
-            varying = tf.add_n(new_terms) - tf.add_n(log_q[start:])
-        else:
-            log_p_terms = self.nets.log_p_terms(self.x, samples)
+        shared = start if self.reuse_hard else 0   # layers whose terms are the hard pass's
+        new_terms = self.nets.log_p_terms(self.x, samples, shared)
+        log_p_terms = (self.hard.log_p_terms[:shared] if shared else []) + new_terms
         log_p = tf.add_n(log_p_terms)
         elbo = log_p if self.nets.conditional else log_p - tf.add_n(log_q)
-        if not (start > 0 and self.reuse_hard):
-            varying = elbo
+        varying = tf.add_n(new_terms) - tf.add_n(log_q[shared:]) if shared else elbo
         return Pass(elbo, varying, log_p, log_p_terms, log_q, samples, logits)
 
     def tile(self, per_image):
