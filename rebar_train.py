@@ -483,8 +483,8 @@ class Trainer(object):
         # With static shapes, the epoch's partial batch and evaluation have graphs of their
         # own, built when first needed (start-up does not wait for them); the graph is
         # finalized once every graph the run needs exists.
-        self.batch_sizes = set(len(self.train_xs[i:i + self.hp.batch_size]) for i in
-                               range(0, self.n_batches * self.hp.batch_size, self.hp.batch_size))
+        n, batch_size = len(self.train_xs), self.hp.batch_size
+        self.batch_sizes = {min(batch_size, n - i * batch_size) for i in range(self.n_batches)}
         if not self.static_shapes:   # one graph serves every batch and evaluation
             with self.graph.as_default():
                 model.eval_report
