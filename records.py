@@ -1,0 +1,91 @@
+"""The metrics records of a run (`metrics.jsonl`, one JSON object a line), written by the driver
+and read by the sweep and the report. No TensorFlow.
+
+A training record, after each pass over the training set (and for the partial epoch a run
+stops in):
+
+    {"kind": "train", "step": 2084, "epoch": 1, "partial": false, "steps": 2084,
+     "report": [...], "fields": {"elbo": -231.0, "temperature": 0.37, "eta/...": 1.0, ...},
+     "log_grad_variance": -3.65, "temperature": 0.37, "time": 1795709801.0, "text": "Step ..."}
+
+`report` is the raw vector the reference prints and `fields` the same numbers by name (the
+model's report names, docs/models.md); `log_grad_variance` is one number, or for
+SBNTrackGradVariances a dict of estimator name to log variance. An evaluation record:
+
+    {"kind": "eval", "step": 41680, "epoch": 20, "valid": [...], "test": [...],
+     "valid_fields": {"iwae_bound": -99.1, ...}, "test_fields": {...}, "time": ..., "text": ...}
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+import json
+import os
+import time
+
+TRAIN, EVAL = 'train', 'eval'
+ELBO = 'elbo'
+BOUND = 'iwae_bound'
+
+
+def named(names, values):
+    """The vector `values` as an ordered dict by `names` (which must match it in length)."""
+    values = [float(v) for v in values]
+    if len(names) != len(values):
+        raise ValueError('%d names for a vector of %d entries: %s'
+                         % (len(names), len(values), ', '.join(names)))
+    return collections.OrderedDict(zip(names, values))
+
+
+def train_record(step, epoch, partial, steps, report, names, log_variance, temperature, text):
+    """A training record; `log_variance` a float or a dict of estimator name to float."""
+    return collections.OrderedDict([
+        ('kind', TRAIN), ('step', int(step)), ('epoch', int(epoch)), ('partial', bool(partial)),
+        ('steps', int(steps)), ('report', [float(v) for v in report]),
+        ('fields', named(names, report)),
+        ('log_grad_variance', log_variance), ('temperature', float(temperature)),
+        ('time', time.time()), ('text', text)])
+
+
+def eval_record(step, epoch, valid, test, names, text):
+    return collections.OrderedDict([
+        ('kind', EVAL), ('step', int(step)), ('epoch', int(epoch)),
+        ('valid', [float(v) for v in valid]), ('test', [float(v) for v in test]),
+        ('valid_fields', named(names, valid)), ('test_fields', named(names, test)),
+        ('time', time.time()), ('text', text)])
+
+
+def read(path):
+    """The records of a metrics.jsonl file (a run directory's path also works); [] if none."""
+    if os.path.isdir(path):
+        path = os.path.join(path, 'metrics.jsonl')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def of_kind(records, kind):
+    return [r for r in records if r['kind'] == kind]
+
+
+def train_series(records, field=ELBO):
+    """(steps, values) of a training field over the run's epochs."""
+    rows = [(r['step'], r['fields'][field]) for r in of_kind(records, TRAIN)
+            if field in r.get('fields', {})]
+    return [s for s, _ in rows], [v for _, v in rows]
+
+
+def variance_series(records, estimator=None):
+    """(steps, log gradient variance) over the run's epochs; `estimator` names one of
+    SBNTrackGradVariances' tracked estimators."""
+    rows = []
+    for r in of_kind(records, TRAIN):
+        value = r['log_grad_variance']
+        rows.append((r['step'], value[estimator] if isinstance(value, dict) else value))
+    return [s for s, _ in rows], [v for _, v in rows]
+
+
+def last(records, kind):
+    """The last record of a kind, or None."""
+    matching = of_kind(records, kind)
+    return matching[-1] if matching else None
