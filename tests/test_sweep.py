@@ -1,0 +1,339 @@
+"""rebar_sweep.py: the grid and its run directories, real sweeps on Ray, resumption after a kill,
+failed runs, and the resources a run gets.
+
+The real sweeps train tiny runs (n_hidden=16, tens of steps) on the bundled sample; each sweep
+is a subprocess with a local Ray, as a user runs it.
+"""
+from __future__ import absolute_import, division, print_function
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import config
+import presets
+import rebar_report
+import rebar_sweep
+import records
+import rundir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ['--eval_freq=0', '--checkpoint_steps=20', '--checkpoint_secs=0', '--fast_start',
+        '--progress_secs=0', '--log_every=20']
+TINY = '--hparams=n_hidden=16'
+
+
+def sweep_command(*args):
+    return [sys.executable, os.path.join(ROOT, 'rebar_sweep.py'), '--status_secs=1'] + list(args)
+
+
+def run_sweep(*args, **kw):
+    return subprocess.run(sweep_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, cwd=ROOT, timeout=240, **kw)
+
+
+def headers(run_path):
+    """How many times a sweep started a trainer in the run directory."""
+    with open(os.path.join(run_path, rebar_sweep.STDERR)) as f:
+        return sum(1 for line in f if line.startswith('==== rebar_sweep: attempt'))
+
+
+def file_times(directory):
+    return dict((os.path.join(d, n), os.stat(os.path.join(d, n)).st_mtime)
+                for d, _, names in os.walk(directory) for n in names)
+
+
+# -- the definition, without Ray -------------------------------------------------------------------
+def test_grid_seeds_and_hparams_parse_and_bad_ones_are_named():
+    axes = rebar_sweep.parse_grid('model=SBN, SBNNVIL ;n_layer=1,2')
+    assert [a['name'] for a in axes] == ['model', 'n_layer']
+    assert axes[1]['values'] == [['1', 'n_layer=1'], ['2', 'n_layer=2']]
+    assert rebar_sweep.parse_seeds('1-3,7') == [1, 2, 3, 7]
+    assert rebar_sweep.parse_seeds('2,1,2') == [1, 2]
+    assert (rebar_sweep.merge_hparams('n_layer=1,learning_rate=0.001', 'n_layer=2')
+            == 'learning_rate=0.001,n_layer=2')
+    for bad, message in (('model', 'Cannot parse'), ('model=SBN;model=SBNNVIL', 'twice'),
+                         ('model=', 'at least one value')):
+        with pytest.raises(rebar_sweep.SweepError, match=message):
+            rebar_sweep.parse_grid(bad)
+    with pytest.raises(rebar_sweep.SweepError, match='--seeds'):
+        rebar_sweep.parse_seeds('a-b')
+
+
+def test_runs_are_the_product_of_the_grid_and_seeds_with_readable_names():
+    args, flags = rebar_sweep.parse_args(
+        ['--grid', 'model=SBN,SBNNVIL;n_layer=1,2', '--hparams', 'n_layer=3,n_hidden=16',
+         '--seeds', '1-2', '--max_steps', '9', '--sweep_dir', 'x', '--eval_freq=0', '--',
+         '--fast_start'])
+    assert flags == ['--eval_freq=0', '--fast_start']
+    runs = rebar_sweep.expand(rebar_sweep.definition(args))
+    assert len(runs) == 8
+    first = runs[0]
+    assert first['name'] == 'model_SBN.n_layer_1.seed_1'
+    # the grid's value wins over the common hparams, key by key
+    assert first['hparams'] == 'n_hidden=16,model=SBN,n_layer=1'
+    assert (first['row'], first['column'], first['seed']) == ('1', 'SBN', 1)
+    assert sorted(set((r['row'], r['column']) for r in runs)) == [
+        ('1', 'SBN'), ('1', 'SBNNVIL'), ('2', 'SBN'), ('2', 'SBNNVIL')]
+
+
+@pytest.mark.parametrize('name', sorted(presets.PRESETS))
+def test_every_presets_runs_parse_as_hparams(name):
+    """Needs the models and the `dataset` hparam that disarm2020 names (SBNARM, ...)."""
+    args, _ = rebar_sweep.parse_args(['--preset', name, '--sweep_dir', 'x'])
+    runs = rebar_sweep.expand(rebar_sweep.definition(args))
+    assert runs
+    for run in runs:
+        hp = config.parse_hparams(run['hparams'])
+        assert hp.model == run['column']
+    published = presets.PRESETS[name]['published']
+    if published:   # every published cell names a configuration and estimator of the grid
+        cells = set((r['row'], r['column']) for r in runs)
+        for row, values in published['values'].items():
+            for column in values:
+                assert (row, column) in cells
+
+
+def test_table1_preset_is_the_released_codes_documented_run():
+    args, _ = rebar_sweep.parse_args(['--preset', 'rebar2017-table1', '--sweep_dir', 'x'])
+    defn = rebar_sweep.definition(args)
+    runs = rebar_sweep.expand(defn)
+    assert defn['max_steps'] == 2000000
+    assert len(runs) == 2 * 3 * 5
+    for run in runs:
+        hp = dict(rebar_sweep.parse_hparams(run['hparams']))
+        assert (hp['batch_size'], hp['learning_rate'], hp['reference_quadratic_cv']) == (
+            '24', '0.0003', 'true')
+    published = presets.PRESETS['rebar2017-table1']['published']['values']
+    assert published['MNIST, linear 2 layers']['SBNDynamicRebar'] == -98.8
+    assert published['Omniglot, linear 1 layer']['SBNNVIL'] == -117.44
+
+
+# -- a real sweep --------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def sweep(tmp_path_factory):
+    """2 estimators x 2 seeds x 60 steps."""
+    sweep_dir = str(tmp_path_factory.mktemp('sweep') / 's')
+    args = ['--grid', 'model=SBN,SBNDynamicRebar', '--seeds', '1-2', '--max_steps', '60',
+            TINY, '--sweep_dir', sweep_dir, '--cpus_per_run', '1', '--'] + FAST
+    first = run_sweep(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return sweep_dir, args, first
+
+
+NAMES = ['model_SBN.seed_1', 'model_SBN.seed_2', 'model_SBNDynamicRebar.seed_1',
+         'model_SBNDynamicRebar.seed_2']
+
+
+def test_every_run_trains_in_its_own_directory_to_max_steps(sweep):
+    sweep_dir, _, first = sweep
+    assert sorted(n for n in os.listdir(sweep_dir) if n != rebar_sweep.SWEEP_FILE) == NAMES
+    for name in NAMES:
+        path = os.path.join(sweep_dir, name)
+        assert rundir.RunDir(path).read_state()['step'] == 60
+        assert records.last(records.read(path), records.TRAIN)['step'] == 60
+        assert headers(path) == 1
+        assert '%s finished' % name in first.stderr
+    assert '4 done, 0 running, 0 failed, 0 waiting (of 4)' in first.stderr
+    with open(os.path.join(sweep_dir, rebar_sweep.SWEEP_FILE)) as f:
+        stored = json.load(f)
+    assert stored['definition']['seeds'] == [1, 2]
+    assert [r['name'] for r in stored['runs']] == NAMES
+    # the seed reaches the trainer: same estimator, other seed, other numbers
+    elbo = dict((n, records.train_series(rebar_report.read_run(os.path.join(sweep_dir, n)))[1])
+                for n in NAMES)
+    assert elbo['model_SBN.seed_1'] != elbo['model_SBN.seed_2']
+
+
+def test_every_run_directory_has_its_seed_in_its_identity(sweep):
+    """Needs the driver that keeps --seed in hparams.json."""
+    sweep_dir = sweep[0]
+    for name in NAMES:
+        hparams = rundir.RunDir(os.path.join(sweep_dir, name)).read_hparams()
+        assert hparams['seed'] == int(name[-1])
+        assert hparams['model'] == name.split('.')[0][len('model_'):]
+
+
+def test_a_rerun_starts_no_trainer(sweep):
+    sweep_dir, args, _ = sweep
+    before = file_times(sweep_dir)
+    again = run_sweep(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert '4 of 4 runs already reached step 60: skipped' in again.stderr
+    assert file_times(sweep_dir) == before
+    assert all(headers(os.path.join(sweep_dir, n)) == 1 for n in NAMES)
+
+
+def test_another_definition_in_the_same_directory_is_refused(sweep):
+    sweep_dir, args, _ = sweep
+    changed = [a if a != '60' else '80' for a in args]
+    refused = run_sweep(*changed)
+    assert refused.returncode == 2
+    assert 'holds another sweep' in refused.stderr and 'max_steps: 60 there, 80 now' in \
+        refused.stderr
+
+
+def test_the_report_of_the_sweep_holds_each_runs_numbers(sweep):
+    sweep_dir = sweep[0]
+    assert rebar_report.main([sweep_dir]) == 0
+    with open(os.path.join(sweep_dir, 'report', 'elbo.json')) as f:
+        panels = json.load(f)['panels']
+    lines = dict((line['estimator'], line) for line in panels[0]['lines'])
+    for name in NAMES:
+        model, seed = name.split('.')[0][len('model_'):], name[-1]
+        steps, values = records.train_series(rebar_report.read_run(os.path.join(sweep_dir,
+                                                                                name)))
+        assert lines[model]['steps'] == steps
+        assert lines[model]['seeds'][seed] == values
+
+
+# -- failures, kills and resources ------------------------------------------------------------------
+def test_a_bad_value_fails_its_run_only_and_the_sweep_exits_non_zero(tmp_path):
+    sweep_dir = str(tmp_path / 's')
+    result = run_sweep('--grid', 'model=SBN,SBNBogus', '--max_steps', '20', TINY,
+                       '--sweep_dir', sweep_dir, '--', *FAST)
+    assert result.returncode == 1
+    assert 'model_SBNBogus.seed_1 FAILED (exit code 2)' in result.stderr
+    assert 'SBNBogus is unknown' in result.stderr   # the end of its stderr
+    assert '1 run(s) failed: model_SBNBogus.seed_1' in result.stderr
+    assert rundir.RunDir(os.path.join(sweep_dir, 'model_SBN.seed_1')).read_state()['step'] == 20
+
+
+def descendants(pid):
+    """The process ids below `pid` (from /proc)."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as f:
+                    parent = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (IOError, OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def trainers_by_dir(sweep_dir):
+    """{run directory: number of live rebar_train.py processes working in it}."""
+    counts = {}
+    for entry in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().decode('utf-8', 'replace').split('\0')
+        except (IOError, OSError):
+            continue
+        if any(a.endswith('rebar_train.py') for a in argv):
+            for a in argv:
+                if a.startswith('--working_dir=' + sweep_dir):
+                    counts[a] = counts.get(a, 0) + 1
+    return counts
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')
+def test_a_killed_sweep_resumes_without_redoing_or_doubling_a_run(tmp_path):
+    sweep_dir = str(tmp_path / 's')
+    args = ['--grid', 'model=SBN,SBNDynamicRebar', '--max_steps', '600', TINY,
+            '--sweep_dir', sweep_dir, '--num_cpus', '1', '--'] + FAST
+    fast, slow = [os.path.join(sweep_dir, n) for n in ('model_SBN.seed_1',
+                                                       'model_SBNDynamicRebar.seed_1')]
+    left = []
+    process = subprocess.Popen(sweep_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline:   # one run finished, the other between checkpoints
+            states = [rundir.RunDir(p).read_state() if os.path.isdir(p) else None
+                      for p in (fast, slow)]
+            steps = sorted(s['step'] if s else 0 for s in states)
+            if steps[1] == 600 and 20 <= steps[0] < 600:
+                break
+            time.sleep(0.05)
+        assert steps[1] == 600 and 20 <= steps[0] < 600, steps
+        done, unfinished = (fast, slow) if states[0] and states[0]['step'] == 600 else (slow,
+                                                                                       fast)
+        left = descendants(process.pid)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        done_times = file_times(done)
+
+        most, watching = {}, [True]
+
+        def watch():
+            while watching[0]:
+                for path, n in trainers_by_dir(sweep_dir).items():
+                    most[path] = max(most.get(path, 0), n)
+                time.sleep(0.02)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            rerun = run_sweep(*args)
+        finally:
+            watching[0] = False
+            watcher.join()
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert most and max(most.values()) == 1, most
+        assert '1 of 2 runs already reached step 600: skipped' in rerun.stderr
+        assert file_times(done) == done_times and headers(done) == 1
+        assert headers(unfinished) == 2
+        train = records.of_kind(records.read(unfinished), records.TRAIN)
+        # 8,000 images at batch 24: 334 steps an epoch; one full epoch, then 266 steps
+        assert [(r['step'], r['partial'], r['steps']) for r in train] == [
+            (334, False, 334), (600, True, 266)]
+        assert rundir.RunDir(unfinished).read_state()['step'] == 600
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in left:   # what the killed sweep left (Ray's agents); trainers stopped by now
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+FAKE_TRAINER = textwrap.dedent('''\
+    #!{python}
+    # Stands in for the interpreter: records what a run gets, holds its resources a moment.
+    import json, os, sys, time
+    path = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--working_dir=')][0]
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, 'seen.json'), 'w') as f:
+        json.dump({{'argv': sys.argv[1:], 'env': dict(os.environ)}}, f)
+    time.sleep(2)
+''')
+
+
+def test_each_run_gets_its_own_npu_and_the_flags(tmp_path):
+    fake = tmp_path / 'fake_python'
+    fake.write_text(FAKE_TRAINER.format(python=sys.executable))
+    fake.chmod(0o755)
+    sweep_dir = str(tmp_path / 's')
+    result = run_sweep('--grid', 'model=SBN', '--seeds', '1,2', '--max_steps', '5',
+                       '--sweep_dir', sweep_dir, '--python', str(fake), '--num_cpus', '2',
+                       '--local_npus', '2', '--npus_per_run', '1', '--eval_freq=3')
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = {}
+    for seed in (1, 2):
+        path = os.path.join(sweep_dir, 'model_SBN.seed_%d' % seed)
+        with open(os.path.join(path, 'seen.json')) as f:
+            seen[seed] = json.load(f)
+        argv = seen[seed]['argv']
+        assert argv[:2] == ['-u', os.path.join(ROOT, 'rebar_train.py')]
+        for flag in ('--hparams=model=SBN', '--working_dir=' + path, '--seed=%d' % seed,
+                     '--max_steps=5', '--eval_freq=3'):
+            assert flag in argv
+        assert ('--threads=1' in argv) == rebar_sweep.driver_has_flag('threads')
+        assert 'ASCEND_RT_VISIBLE_DEVICES' not in seen[seed]['env']
+    assert sorted(s['env']['ASCEND_DEVICE_ID'] for s in seen.values()) == ['0', '1']
