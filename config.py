@@ -140,6 +140,11 @@ def validate(hparams):
             raise ValueError('Bad hparams: ' + message)
 
 
+def named_in(spec):
+    """The hparam names a "k=v,k=v" string sets."""
+    return [item.split('=', 1)[0].strip() for item in spec.split(',') if '=' in item]
+
+
 def parse_hparams(spec='', base=None):
     """Parses "k=v,k=v" on top of `base` (default: the reference's defaults)."""
     values = (base or HParams()).values()
