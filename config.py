@@ -14,7 +14,10 @@ import os
 DATA_DIR = os.environ.get('REBAR_DATA_DIR', 'data')
 
 MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDynamicRebar',
-          'SBNGumbel', 'SBNTrackGradVariances')
+          'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
+          'SBNReinforceLOO')
+# Models whose estimator centres each sample on the other samples of its image.
+MULTI_SAMPLE_MODELS = ('SBNReinforceLOO',)
 TASKS = ('sbn', 'sp', 'omni')
 
 # The reference's defaults, in the reference's order. The last two are ours (README, "Where we
@@ -131,6 +134,10 @@ def validate(hparams):
         (hparams.learning_rate > 0, 'learning_rate must be > 0, got %r.' % hparams.learning_rate),
         (0 < hparams.beta2 < 1, 'beta2 must lie in (0, 1), got %r.' % hparams.beta2),
         (hparams.n_samples >= 1, 'n_samples must be at least 1, got %d.' % hparams.n_samples),
+        (hparams.n_samples >= 2 or hparams.model not in MULTI_SAMPLE_MODELS,
+         'model=%s centres each sample on the other samples of its image, so it needs '
+         'n_samples of at least 2, got %d; fix: pass n_samples=2 (or more).'
+         % (hparams.model, hparams.n_samples)),
         (hparams.batch_size >= 2,
          'batch_size must be at least 2 (REINFORCE centres each sample on the others), got %d.'
          % hparams.batch_size),
