@@ -26,6 +26,7 @@ flags in a fraction of a second; `import_tensorflow` imports it with its own log
 from __future__ import absolute_import, division, print_function
 
 import collections
+import contextlib
 import importlib
 import logging
 import os
@@ -61,13 +62,30 @@ def import_tensorflow(verbose=False):
     if verbose:
         import tensorflow.compat.v1 as tf
         return tf
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    with warnings.catch_warnings():
+    # TensorFlow's C++ errors reach Python as exceptions; its log lines are noise here.
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    with warnings.catch_warnings(), _stderr_silenced():
         warnings.simplefilter('ignore')
         import tensorflow.compat.v1 as tf
         tf.get_logger().setLevel(logging.ERROR)
         import utils  # noqa: F401  (the switch to graph mode warns of deprecations)
     return tf
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null: TensorFlow 2's C++ code logs while it loads, before its
+    log level applies."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def npu_session_config(precision_mode=DEFAULT_PRECISION_MODE):
