@@ -173,12 +173,12 @@ def test_success_verifies_and_converts(tmp_path, server, public, files, arrays, 
     assert 'sha256' in out and leftovers(tmp_path) == []
     assert not (tmp_path / 'chardata.mat').exists()  # only the dataset asked for
     bits, grey, _ = arrays
-    for got, want in zip(datasets.load_data('sbn', data_dir=str(tmp_path)), bits):
+    for got, want in zip(datasets.load_data('mnist', data_dir=str(tmp_path)), bits):
         np.testing.assert_array_equal(got, want)
     # The converted files are the reference's layout, read first: remove the raw ones to be sure.
     for name in datasets.AMAT + ('train-images-idx3-ubyte.gz',):
         os.remove(str(tmp_path / name))
-    train, valid, _ = datasets.load_data('sbn', dynamic_b=True, data_dir=str(tmp_path))
+    train, valid, _ = datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path))
     np.testing.assert_array_equal(np.rint(train * 255), grey)
     np.testing.assert_array_equal(valid, bits[1])
     assert 'sample' not in capsys.readouterr().err
@@ -190,7 +190,7 @@ def test_omniglot_has_no_published_checksum_so_its_content_is_checked(
                          server.base + '/good')
     assert code == 0, err
     assert 'no published checksum' in out
-    x_train, x_valid, x_test = datasets.load_data('omni', dynamic_b=True, data_dir=str(tmp_path))
+    x_train, x_valid, x_test = datasets.load_data('omniglot', dynamic_b=True, data_dir=str(tmp_path))
     assert (len(x_train), len(x_valid), len(x_test)) == (1, 1345, 3)
     train, test = arrays[2]
     server.files = dict(server.files, **{'chardata.mat': mat_bytes(np.concatenate([train, train[:1]]), test)})
@@ -311,10 +311,10 @@ def test_a_damaged_converted_file_is_rewritten(tmp_path, server, public, arrays,
     pickled = tmp_path / datasets.MNIST_BINARIZED
     pickled.write_bytes(pickled.read_bytes()[:100])
     with pytest.raises(datasets.DataError, match='python download.py --dataset MNIST'):
-        datasets.load_data('sbn', data_dir=str(tmp_path))
+        datasets.load_data('mnist', data_dir=str(tmp_path))
     code, out, err = run(capsys, tmp_path, '--dataset', 'MNIST')
     assert code == 0 and 'rewriting it' in out
-    np.testing.assert_array_equal(datasets.load_data('sbn', data_dir=str(tmp_path))[0],
+    np.testing.assert_array_equal(datasets.load_data('mnist', data_dir=str(tmp_path))[0],
                                   arrays[0][0])
 
 
