@@ -189,6 +189,7 @@ def read_mnist(data_dir, dynamic_b):
         splits = [read_amat(path, fix) for path in amats]
     elif grey or find_file(data_dir, IDX_TEST):
         if not dynamic_b:
+            _sources('mnist', [p for p in (grey, find_file(data_dir, IDX_TEST)) if p], fix)
             raise DataError(
                 'Found grey MNIST (%s) but not the binarized MNIST (%s, or %s) of the benchmark. '
                 'Fix: %s; or set dynamic_b=true to train on the grey IDX files (%s; DisARM\'s '
@@ -238,8 +239,8 @@ def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True):
     grey = [x.astype(np.float32) / 255 for x in splits]
     splits = [x if i == 0 and dynamic_b else fixed_binarization(x, IDX_BINARIZE_SEEDS[i])
               for i, x in enumerate(grey)]
-    description = ('%s from the IDX files (DisARM\'s form): train the first %s training images%s, '
-                   'valid the next %s, test the test images; %s with seeds %s'
+    description = ('%s from the IDX files in DisARM\'s split: train the first %s training '
+                   'images%s, valid the next %s, test the test images; %s with seeds %s'
                    % (dataset, _count(len(splits[0])),
                       ' (grey: dynamic_b)' if dynamic_b else '', _count(len(splits[1])),
                       'valid and test binarized once' if dynamic_b else 'binarized once',

@@ -5,10 +5,10 @@
 
 Each file is fetched from the `--mirror` prefixes first (`<mirror>/<path in the data directory>`,
 in the order given), then from its public sources (none with `--no-public`).  Fashion-MNIST goes
-to the `fashion_mnist/` subdirectory, since its files bear MNIST's names.  Downloads go to `<file>.part`,
-resume with an HTTP Range request when a partial file is there (or restart when the server
-ignores it), and become `<file>` only once their size and checksum (or, for chardata.mat, which
-has no published checksum, their content) check out.  Files already present and verified are
+to the `fashion_mnist/` subdirectory, since its files bear MNIST's names.  Downloads go to
+`<file>.part`, resume with an HTTP Range request when a partial file is there (or restart when
+the server ignores it), and become `<file>` only once their size and checksums (or, for
+chardata.mat, which has no published checksum, their content) check out.  Files already present and verified are
 not fetched again.  MNIST is then converted to the reference's layout that datasets.py reads
 first: the pickle of the binarized splits and the .npy of the first 50,000 grey training images.
 When a file cannot be had, the command says where to get it by hand and where to put it, and

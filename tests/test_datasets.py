@@ -148,7 +148,8 @@ def test_omniglot_column_major_images_become_row_major(tmp_path):
     test[0, 3, :] = 1  # a horizontal bar in row 3
     test[1, :, 5] = 0.5  # a vertical grey bar in column 5
     save_chardata(str(tmp_path / 'chardata.mat'), train, test)
-    x_train, x_valid, x_test = datasets.load_data('omniglot', dynamic_b=True, data_dir=str(tmp_path))
+    x_train, x_valid, x_test = datasets.load_data('omniglot', dynamic_b=True,
+                                                  data_dir=str(tmp_path))
     permutation = np.random.RandomState(123).permutation(n_train)
     lit = np.concatenate([x_train, x_valid]).argmax(axis=1)
     want = np.array([r * 28 + c for r, c in positions])[permutation]
@@ -373,7 +374,7 @@ def test_idx_files_split_train_valid_test(tmp_path, small_split, capsys, dataset
         name + ('' if layout == 'raw' else '.gz')
         for name in ('train-images-idx3-ubyte', 't10k-images-idx3-ubyte')]
     line, = capsys.readouterr().err.splitlines()
-    assert "DisARM's form" in line and data.sources[1].path in line and dataset in line
+    assert "DisARM's split" in line and data.sources[1].path in line and dataset in line
 
 
 def test_fashion_mnist_prefers_its_own_subdirectory_over_mnists_files(tmp_path, small_split):

@@ -208,7 +208,8 @@ def test_omniglot_has_no_published_checksum_so_its_content_is_checked(
                          server.base + '/good')
     assert code == 0, err
     assert 'no published checksum' in out
-    x_train, x_valid, x_test = datasets.load_data('omniglot', dynamic_b=True, data_dir=str(tmp_path))
+    x_train, x_valid, x_test = datasets.load_data('omniglot', dynamic_b=True,
+                                                  data_dir=str(tmp_path))
     assert (len(x_train), len(x_valid), len(x_test)) == (1, 1345, 3)
     train, test = arrays[2]
     server.files = dict(server.files, **{'chardata.mat': mat_bytes(np.concatenate([train, train[:1]]), test)})
