@@ -118,7 +118,7 @@ Run = collections.namedtuple('Run', 'hparams run_dir out err data trainer')
 
 @pytest.fixture(scope='module')
 def sample():
-    return datasets.load_data('sbn', use_sample=True)
+    return datasets.load_data('mnist', use_sample=True)
 
 
 @pytest.fixture(scope='module')
