@@ -319,6 +319,15 @@ class Checkpoints(object):
         return 'No checkpoint was saved yet: fix the directory and rerun to start again.'
 
 
+def _describe_data(data):
+    """What provenance.json says of the data: the data set's description and each file read
+    (path, size, SHA-256); arrays given by a caller have neither."""
+    return collections.OrderedDict([
+        ('description', getattr(data, 'description', 'arrays given by the caller')),
+        ('files', [collections.OrderedDict(zip(('path', 'size', 'sha256'), source))
+                   for source in getattr(data, 'sources', ())])])
+
+
 def _reason(error):
     return getattr(error, 'strerror', None) or str(error).strip().split('\n')[0]
 
@@ -375,7 +384,8 @@ class Trainer(object):
         backend = device.choose(o.device, o.precision_mode, o.fast_start, log=self.note,
                                 threads=o.threads)
         if data is None:
-            data = datasets.load_data(hp.task, hp.dynamic_b, o.data_dir)
+            data = datasets.load_data(config.dataset_of(hp), hp.dynamic_b, o.data_dir)
+        self.data_sources = _describe_data(data)
         self.train_xs, self.valid_xs, self.test_xs = data
         self.n_batches = batches.batches_per_epoch(len(self.train_xs), hp.batch_size)
         if self.n_batches < 1:
@@ -433,13 +443,12 @@ class Trainer(object):
         self._stop_signal = None
 
     def _provenance(self, tf, backend):
-        sources = getattr(self, 'data_sources', None)
         return collections.OrderedDict([
             ('command', [sys.executable] + sys.argv), ('cwd', os.getcwd()),
             ('host', platform.node()), ('python', platform.python_version()),
             ('tensorflow', tf.__version__), ('numpy', np.__version__),
             ('device', backend.name), ('git_commit', _git_commit()),
-            ('data', sources), ('start_step', self.start_step),
+            ('data', self.data_sources), ('start_step', self.start_step),
             ('started', self.started), ('ended', None), ('end_step', None),
             ('outcome', None)])
 

@@ -43,7 +43,7 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     import tensorflow.compat.v1 as tf
 
     hp = config.parse_hparams(','.join(s for s in ['model=' + model_name, DOCUMENTED, extra] if s))
-    train, valid, _ = datasets.load_data('sbn', use_sample=True)
+    train, valid, _ = datasets.load_data('mnist', use_sample=True)
     backend = device.choose('auto', log=lambda message: None)
     static_shapes = backend.static_shapes and not flexible
     batch = hp.batch_size

@@ -131,7 +131,7 @@ Run = collections.namedtuple('Run', 'hparams run_dir out err data variables')
 
 @pytest.fixture(scope='module')
 def sample():
-    return datasets.load_data('sbn', use_sample=True)
+    return datasets.load_data('mnist', use_sample=True)
 
 
 @pytest.fixture(scope='module')
@@ -566,19 +566,21 @@ def _summary(stdout):
 
 
 @pytest.mark.parametrize('script', ['train_full_1p.sh', 'train_performance_1p.sh'])
-def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, tmp_path):
+def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, small_data, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, ASCEND_DEVICE_ID='5')
-    result = run_process(
-        ['bash', os.path.join(ROOT, 'scripts', script), '--data_path=' + str(tmp_path / 'none'),
-         '--output_path=' + str(tmp_path / 'output'), '--train_steps=40', '--batch_size=24',
-         '--hparams=' + REFERENCE_COMMAND_HPARAMS.replace('n_layer=2', 'n_layer=1')
-         + ',n_hidden=16', '--fast_start'], env=env)
+    command = ['bash', os.path.join(ROOT, 'scripts', script), '--data_path=' + small_data,
+               '--output_path=' + str(tmp_path / 'output'), '--train_steps=40', '--batch_size=24',
+               '--hparams=n_layer=1,n_hidden=16', '--fast_start']
+    result = run_process(command, env=env)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     fields = _summary(result.stdout)
     out_dir = tmp_path / 'output' / '5'
     with open(str(out_dir / 'train_5.log')) as f:
         log = f.read()
-    assert 'bundled sample' in log   # --data_path holds no MNIST
+    # the documented configuration, with --hparams applied over it
+    printed = ast.literal_eval([l for l in log.splitlines() if l.startswith('{')][0])
+    assert (printed['model'], printed['learning_rate'], printed['n_layer']) == \
+        ('SBNDynamicRebar', 0.0003, 1)
     mode = 'acc' if 'full' in script else 'perf'
     assert fields['CaseName'] == 'REBAR_SBNDynamicRebar_for_TensorFlow_bs24_1p_' + mode
     assert (out_dir / (fields['CaseName'] + '.log')).exists()
@@ -598,8 +600,28 @@ def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, tmp_pat
     if mode == 'acc':
         last_test = [l for l in log.splitlines() if l.startswith('Test ')][-1]
         assert float(fields['TrainAccuracy']) == float(last_test.split('[')[1].split()[0]) < 0
+        # rerun (a resume that has nothing left to do): the log is kept and the summary too
+        again = run_process(command, env=env)
+        assert again.returncode == 0, again.stderr[-2000:]
+        refields = _summary(again.stdout)
+        assert refields['ActualLoss'] == fields['ActualLoss']
+        assert refields['TrainAccuracy'] == fields['TrainAccuracy']
+        with open(str(out_dir / 'train_5.log')) as f:
+            assert f.read().startswith(log)
     else:
         assert 'Test ' not in log   # no evaluation in a performance run
+
+
+def test_modelzoo_scripts_stop_before_the_summary_without_tensorflow(small_data, tmp_path):
+    env = dict(os.environ, PYTHON='/bin/false', ASCEND_DEVICE_ID='5')
+    result = run_process(['bash', os.path.join(ROOT, 'scripts', 'train_full_1p.sh'),
+                          '--data_path=' + small_data, '--output_path=' + str(tmp_path)],
+                         env=env)
+    assert result.returncode == 1
+    assert 'Final result' not in result.stdout and ' = ' not in result.stdout
+    assert 'no interpreter that imports tensorflow and absl (tried: /bin/false)' \
+        in result.stderr
+    assert 'scripts/setup_env.sh' in result.stderr
 
 
 def _record_batches(trainer, seen):
