@@ -2,8 +2,12 @@
 
 `parse_hparams("model=SBNDynamicRebar,n_layer=2")` returns an `HParams` with the reference's
 defaults overridden.  Every value is typed by its default; anything that could not describe a
-valid run (unknown name, wrong type, n_layer < 1, temperature <= 0, unknown model or task) is
-refused with a `ValueError` before any graph is built.
+valid run (unknown name, wrong type, n_layer < 1, temperature <= 0, unknown model, task or data
+set) is refused with a `ValueError` before any graph is built.
+
+`task` is the objective (sbn: the ELBO of the whole image, sp: structured prediction of the bottom
+half); `dataset` names the images.  The reference's `task=omni` means the sbn objective on
+Omniglot and keeps working; `dataset_of(hparams)` gives the data set a run really uses.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -14,12 +18,17 @@ import os
 DATA_DIR = os.environ.get('REBAR_DATA_DIR', 'data')
 
 MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDynamicRebar',
-          'SBNGumbel', 'SBNTrackGradVariances')
+          'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
+          'SBNReinforceLOO')
+# Models whose estimator centres each sample on the other samples of its image.
+MULTI_SAMPLE_MODELS = ('SBNReinforceLOO',)
 TASKS = ('sbn', 'sp', 'omni')
+DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
 
-# The reference's defaults, in the reference's order. The last two are ours (README, "Where we
+# The reference's defaults, in the reference's order. The last three are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
-# `reference_quadratic_cv` restores the released code's quadratic control variate.
+# `reference_quadratic_cv` restores the released code's quadratic control variate; `dataset`
+# names the data set apart from the objective `task`.
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -38,6 +47,7 @@ DEFAULTS = collections.OrderedDict([
     ('task', 'sbn'),
     ('sp_all_layers', False),
     ('reference_quadratic_cv', False),
+    ('dataset', 'mnist'),
 ])
 
 
@@ -123,6 +133,10 @@ def validate(hparams):
          % (hparams.model, ', '.join(MODELS))),
         (hparams.task in TASKS, 'task=%s is unknown; valid tasks: %s.'
          % (hparams.task, ', '.join(TASKS))),
+        (hparams.dataset in DATASETS, 'dataset=%s is unknown; valid data sets: %s.'
+         % (hparams.dataset, ', '.join(DATASETS))),
+        (hparams.task != 'omni' or hparams.dataset in ('mnist', 'omniglot'), _OMNI_CLASH
+         % hparams.dataset),
         (hparams.n_layer >= 1, 'n_layer must be at least 1, got %d.' % hparams.n_layer),
         (hparams.n_hidden >= 1, 'n_hidden must be at least 1, got %d.' % hparams.n_hidden),
         (hparams.n_input >= 2 and (hparams.task != 'sp' or hparams.n_input % 2 == 0),
@@ -131,6 +145,10 @@ def validate(hparams):
         (hparams.learning_rate > 0, 'learning_rate must be > 0, got %r.' % hparams.learning_rate),
         (0 < hparams.beta2 < 1, 'beta2 must lie in (0, 1), got %r.' % hparams.beta2),
         (hparams.n_samples >= 1, 'n_samples must be at least 1, got %d.' % hparams.n_samples),
+        (hparams.n_samples >= 2 or hparams.model not in MULTI_SAMPLE_MODELS,
+         'model=%s centres each sample on the other samples of its image, so it needs '
+         'n_samples of at least 2, got %d; fix: pass n_samples=2 (or more).'
+         % (hparams.model, hparams.n_samples)),
         (hparams.batch_size >= 2,
          'batch_size must be at least 2 (REINFORCE centres each sample on the others), got %d.'
          % hparams.batch_size),
@@ -140,9 +158,25 @@ def validate(hparams):
             raise ValueError('Bad hparams: ' + message)
 
 
+def named_in(spec):
+    """The hparam names a "k=v,k=v" string sets."""
+    return [item.split('=', 1)[0].strip() for item in spec.split(',') if '=' in item]
+
+
+_OMNI_CLASH = ('task=omni means the sbn objective on Omniglot, but dataset=%s. Fix: pass '
+               'task=sbn,dataset=<name> for another data set, or drop dataset (task=omni alone, '
+               'or task=sbn,dataset=omniglot).')
+
+
+def dataset_of(hparams):
+    """The data set a run trains on: 'omniglot' for the reference's task=omni, else `dataset`."""
+    return 'omniglot' if hparams.task == 'omni' else hparams.dataset
+
+
 def parse_hparams(spec='', base=None):
     """Parses "k=v,k=v" on top of `base` (default: the reference's defaults)."""
     values = (base or HParams()).values()
+    given = set()
     for item in [s for s in spec.split(',') if s.strip()]:
         if '=' not in item:
             raise ValueError('Cannot parse %r in --hparams: expected name=value pairs separated '
@@ -153,4 +187,8 @@ def parse_hparams(spec='', base=None):
             raise ValueError('Unknown hparam %r. Valid names: %s.'
                              % (name, ', '.join(DEFAULTS)))
         values[name] = _coerce(name, value)
+        given.add(name)
+    # dataset=mnist is also the default, so only the spec can tell that it was asked for.
+    if 'dataset' in given and values['task'] == 'omni' and values['dataset'] != 'omniglot':
+        raise ValueError('Bad hparams: ' + _OMNI_CLASH % values['dataset'])
     return HParams(**values)

@@ -1,26 +1,43 @@
-"""The REBAR benchmarks as float32 arrays of shape [N, 784] (train, valid, test).
+"""The data sets as float32 arrays of shape [N, 784] (train, valid, test), with their sources.
 
-MNIST (tasks sbn and sp) is Larochelle's fixed binarization, 50,000/10,000/10,000; with
-`dynamic_b` the training split is instead the first 50,000 grey MNIST training images in [0, 1]
-(valid and test stay binary).  Omniglot (task omni) is `chardata.mat`: each MATLAB column-major
-image becomes a row-major one, the images are binarized with seed 5 (train, then test; skipped
-with `dynamic_b`, as in the reference), the training set is permuted with seed 123 and its last
-1,345 images held out for validation.
+`load_data(dataset, dynamic_b, data_dir, use_sample)` returns a `Data`: a (train, valid, test)
+tuple that also carries `sources` (each file read: path, size, sha256) and `description` (one
+line saying what was read and how it was split, printed to stderr on every load).
 
-Files are looked for in `data_dir` and its `raw/` and `train/` subdirectories (the torchvision
-and MindSpore layouts), in this order of preference:
+- mnist, the reference's form (the REBAR paper's): Larochelle's fixed binarization,
+  50,000/10,000/10,000; with `dynamic_b` the training split is instead the first 50,000 grey MNIST
+  training images in [0, 1] (valid and test stay Larochelle's).
+- mnist from the IDX files alone (DisARM's form; only with `dynamic_b`, and only when no
+  binarized MNIST is there): the 60,000 grey training images split 50,000 train / 10,000 valid,
+  the 10,000 test images as test.
+- fashion_mnist: the IDX files, split as MNIST's IDX form.
+- omniglot: `chardata.mat`; each MATLAB column-major image becomes a row-major one, the images
+  are binarized with seed 5 (train, then test; skipped with `dynamic_b`, as in the reference), the
+  training set is permuted with seed 123 and its last 1,345 images held out for validation.
+
+In the IDX forms the training split stays grey with `dynamic_b` (the driver binarizes each batch
+as it is drawn); every other split is binarized once, split i (train 0, valid 1, test 2) with
+`np.random.RandomState(i)`, so valid and test are the same images with or without `dynamic_b`.
+
+Files are looked for in `data_dir` and its subdirectories (SUBDIRS; Fashion-MNIST first in its
+own FASHION_SUBDIRS), in this order of preference:
 
     binarized MNIST   mnist_salakhutdinov_07-19-2017.pkl, else binarized_mnist_{train,valid,test}.amat
     grey MNIST        mnist_train_xs_07-19-2017.npy, else train-images-idx3-ubyte[.gz]
+    MNIST test (IDX)  t10k-images-idx3-ubyte[.gz]
+    Fashion-MNIST     train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]
     Omniglot          omniglot_07-19-2017.mat, else chardata.mat
 
-When no MNIST file is there at all, MNIST falls back to the bundled sample of 10,000 real digits
-(`data/mnist_sample.npy`) and says so on stderr.  A file that is there but unusable raises
-`DataError`, naming the file and the command that fixes it.
+Only the default data directory (`data_dir` None and no $REBAR_DATA_DIR) falls back to the
+bundled sample of 10,000 real digits (`data/mnist_sample.npy`) when it holds no MNIST, and says so
+on stderr; a directory the user named must hold the data set.  A missing or unusable file raises
+`DataError`, naming the file or directory and the command that fixes it.
 """
 from __future__ import absolute_import, division, print_function
 
+import collections
 import gzip
+import hashlib
 import os
 import pickle
 import shlex
@@ -39,11 +56,19 @@ OMNIGLOT = 'omniglot_07-19-2017.mat'
 OMNIGLOT_RAW = 'chardata.mat'
 AMAT = ('binarized_mnist_train.amat', 'binarized_mnist_valid.amat', 'binarized_mnist_test.amat')
 AMAT_PATTERN = 'binarized_mnist_{train,valid,test}.amat'
-MNIST_IDX = ('train-images-idx3-ubyte.gz', 'train-images-idx3-ubyte', 'train-images.idx3-ubyte')
-SUBDIRS = ('', 'raw', 'train')
+IDX_TRAIN = ('train-images-idx3-ubyte.gz', 'train-images-idx3-ubyte', 'train-images.idx3-ubyte')
+IDX_TEST = ('t10k-images-idx3-ubyte.gz', 't10k-images-idx3-ubyte', 't10k-images.idx3-ubyte')
+MNIST_IDX = IDX_TRAIN
+IDX_PATTERN = 'train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]'
+# Where the files may sit below data_dir: as they are, torchvision's raw/, MindSpore's train/
+# and test/.  Fashion-MNIST's own subdirectories come first, since its IDX files bear MNIST's names.
+SUBDIRS = ('', 'raw', 'train', 'test')
+FASHION_SUBDIRS = ('fashion_mnist', 'fashion-mnist', os.path.join('FashionMNIST', 'raw')) + SUBDIRS
 
 N_PIXELS = 784
 N_MNIST_TRAIN = 50000
+N_IDX_VALID = 10000
+IDX_BINARIZE_SEEDS = (0, 1, 2)  # train, valid, test
 OMNIGLOT_VALIDATION = 1345
 OMNIGLOT_BINARIZE_SEED = 5
 OMNIGLOT_SHUFFLE_SEED = 123
@@ -53,55 +78,106 @@ SAMPLE_SPLITS = (8000, 1000, 1000)
 SAMPLE_FIX = 'git checkout -- data/mnist_sample.npy (or python scripts/build_sample.py)'
 
 SPLITS = ('train', 'valid', 'test')
-TASKS = ('sbn', 'sp', 'omni')
+DATASETS = config.DATASETS
+LABELS = {'mnist': 'MNIST', 'omniglot': 'Omniglot', 'fashion_mnist': 'Fashion-MNIST'}
+# download.py's name for each data set (its --dataset values)
+DOWNLOAD_NAMES = {'mnist': 'MNIST', 'omniglot': 'omniglot', 'fashion_mnist': 'fashion_mnist'}
+LOOKED_FOR = {
+    'mnist': '%s or %s (with dynamic_b=true, %s also do)' % (MNIST_BINARIZED, AMAT_PATTERN,
+                                                             IDX_PATTERN),
+    'omniglot': '%s or %s' % (OMNIGLOT, OMNIGLOT_RAW),
+    'fashion_mnist': IDX_PATTERN,
+}
+# sha256 of published image files (TensorFlow Datasets' url_checksums) and of Debian's
+# dataset-fashion-mnist copies (recompressed), to refuse one data set's file read as the other's.
+KNOWN_FILES = {
+    '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609': 'mnist',
+    '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6': 'mnist',
+    '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84': 'fashion_mnist',
+    '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073': 'fashion_mnist',
+    'b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7': 'fashion_mnist',
+    'cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa': 'fashion_mnist',
+}
+CHUNK_ROWS = 10000  # binarize in chunks: 10,000 x 784 float64 uniforms are 63 MB
+
+# One file read: its path, size in bytes and sha256, for the run's provenance.
+Source = collections.namedtuple('Source', 'path size sha256')
 
 
 class DataError(ValueError):
     """A data file that is missing or unusable; the message names the file and the fix."""
 
 
-def load_data(task, dynamic_b=False, data_dir=None, use_sample=False):
-    """Returns (train, valid, test), float32 arrays of shape [N, 784], for `task`.
+class Data(collections.namedtuple('Data', 'train valid test')):
+    """(train, valid, test) float32 [N, 784] arrays, plus `sources` (a tuple of Source, in the
+    order read) and `description` (one line: the data set, its form, the files and the split)."""
 
-    `data_dir` None means `config.DATA_DIR`.  `use_sample` loads the bundled MNIST sample even
-    when the full data is present.  Every use of the sample prints one line to stderr.
+    def __new__(cls, train, valid, test, sources=(), description=''):
+        self = super(Data, cls).__new__(cls, train, valid, test)
+        self.sources = tuple(sources)
+        self.description = description
+        return self
+
+
+def load_data(dataset, dynamic_b=False, data_dir=None, use_sample=False):
+    """The `Data` of `dataset` (one of config.DATASETS; see config.dataset_of).
+
+    `data_dir` None means `config.DATA_DIR`; only then may MNIST fall back to the bundled sample.
+    `use_sample` loads the bundled MNIST sample even when the full data is present.  Every load
+    prints one line to stderr saying what was read.
     """
-    if task not in TASKS:
-        raise ValueError('Unknown task %r; valid tasks: %s.' % (task, ', '.join(TASKS)))
+    if dataset not in DATASETS:
+        hint = (' %r is an objective (task); pass config.dataset_of(hparams).' % dataset
+                if dataset in config.TASKS else '')
+        raise ValueError('Unknown data set %r; valid data sets: %s.%s'
+                         % (dataset, ', '.join(DATASETS), hint))
+    # The user named the directory (flag or environment): it must hold the data.
+    named = data_dir is not None or bool(os.environ.get('REBAR_DATA_DIR'))
     data_dir = config.DATA_DIR if data_dir is None else data_dir
-    if task == 'omni':
-        fix = fix_command('omniglot', data_dir)
-        if use_sample:
-            raise DataError('The bundled sample is MNIST only; there is no Omniglot sample. '
-                            'Fix: %s' % fix)
-        path = find_file(data_dir, (OMNIGLOT, OMNIGLOT_RAW))
-        if path is None:
-            raise DataError('Omniglot not found: looked for %s or %s in %s. Fix: %s'
-                            % (OMNIGLOT, OMNIGLOT_RAW, _where(data_dir), fix))
-        train, test = read_omniglot_mat(path, fix)
-        return split_omniglot(train, test, binarize=not dynamic_b)
-    sample = 'the bundled sample of %s real digits (%s%s)' % (
-        _count(sum(SAMPLE_SPLITS)), '/'.join(_count(n) for n in SAMPLE_SPLITS),
-        '; binary only, so dynamic_b re-binarizes fixed images' if dynamic_b else '')
+    fix = fix_command(dataset, data_dir)
     if use_sample:
-        _say('using %s, as asked: NOT the benchmark.' % sample)
-        return read_sample()
-    data = read_mnist(data_dir, dynamic_b)
-    if data is None:
-        _say('no MNIST in %s: looked for %s or %s. Using %s, NOT the benchmark. Full data: %s'
-             % (_where(data_dir), MNIST_BINARIZED, AMAT_PATTERN, sample,
-                fix_command('MNIST', data_dir)))
-        return read_sample()
+        if dataset != 'mnist':
+            raise DataError('The bundled sample is MNIST only; there is no %s sample. Fix: %s'
+                            % (LABELS[dataset], fix))
+        data = read_sample('using %s, as asked: NOT the benchmark.' % _sample_text(dynamic_b))
+    elif named and not os.path.isdir(data_dir):
+        raise DataError('The data directory %s does not exist (looked there for %s, %s). '
+                        'Fix: %s, or give the directory that holds them.'
+                        % (os.path.abspath(data_dir), LABELS[dataset], LOOKED_FOR[dataset], fix))
+    else:
+        reader = {'mnist': read_mnist, 'omniglot': read_omniglot,
+                  'fashion_mnist': read_fashion_mnist}[dataset]
+        data = reader(data_dir, dynamic_b)
+        if data is None and (named or dataset != 'mnist'):
+            raise DataError('No %s in %s: looked for %s. Fix: %s' % (
+                LABELS[dataset], _where(data_dir, dataset), LOOKED_FOR[dataset], fix))
+        if data is None:
+            data = read_sample('no MNIST in %s: looked for %s or %s. Using %s, NOT the '
+                               'benchmark. Full data: %s'
+                               % (_where(data_dir, dataset), MNIST_BINARIZED, AMAT_PATTERN,
+                                  _sample_text(dynamic_b), fix))
+    _say(data.description)
     return data
 
 
+def _sample_text(dynamic_b):
+    return 'the bundled sample of %s real digits (%s%s)' % (
+        _count(sum(SAMPLE_SPLITS)), '/'.join(_count(n) for n in SAMPLE_SPLITS),
+        '; binary only, so dynamic_b re-binarizes fixed images' if dynamic_b else '')
+
+
 def read_mnist(data_dir, dynamic_b):
-    """The full MNIST from `data_dir`, or None when no MNIST file is there at all."""
-    fix = fix_command('MNIST', data_dir)
+    """MNIST's `Data` from `data_dir`, or None when no MNIST file is there at all.
+
+    The binarized files, when present, decide: the reference's form.  Otherwise, with dynamic_b,
+    the IDX training and test images: DisARM's form.
+    """
+    fix = fix_command('mnist', data_dir)
     pickled = find_file(data_dir, (MNIST_BINARIZED,))
     amats = [find_file(data_dir, (name,)) for name in AMAT]
-    grey = find_file(data_dir, (MNIST_FLOAT,) + MNIST_IDX)
+    grey = find_file(data_dir, (MNIST_FLOAT,) + IDX_TRAIN)
     if pickled:
+        binarized = [pickled]
         splits = read_binarized_pickle(pickled, fix)
     elif any(amats):
         missing = [name for name, path in zip(AMAT, amats) if path is None]
@@ -109,18 +185,123 @@ def read_mnist(data_dir, dynamic_b):
             raise DataError('Binarized MNIST split missing: found %s but not %s in %s. Fix: %s'
                             % (', '.join(p for p in amats if p), ', '.join(missing),
                                _where(data_dir), fix))
+        binarized = amats
         splits = [read_amat(path, fix) for path in amats]
-    elif grey:
-        raise DataError('Found the grey MNIST %s but not the binarized MNIST (%s, or %s) that '
-                        'every task needs. Fix: %s' % (grey, MNIST_BINARIZED, AMAT_PATTERN, fix))
+    elif grey or find_file(data_dir, IDX_TEST):
+        if not dynamic_b:
+            _sources('mnist', [p for p in (grey, find_file(data_dir, IDX_TEST)) if p], fix)
+            raise DataError(
+                'Found grey MNIST (%s) but not the binarized MNIST (%s, or %s) of the benchmark. '
+                'Fix: %s; or set dynamic_b=true to train on the grey IDX files (%s; DisARM\'s '
+                'form, see docs/data.md).'
+                % (grey or find_file(data_dir, IDX_TEST), MNIST_BINARIZED, AMAT_PATTERN, fix,
+                   IDX_PATTERN))
+        return read_idx_splits('mnist', data_dir, SUBDIRS, True, fix)
     else:
         return None
+    description = ("mnist, the reference's form: Larochelle's fixed binarization")
     if dynamic_b:
         if grey is None:
             raise DataError('dynamic_b needs the grey MNIST training images: put %s or %s in %s. '
-                            'Fix: %s' % (MNIST_FLOAT, MNIST_IDX[0], _where(data_dir), fix))
+                            'Fix: %s' % (MNIST_FLOAT, IDX_TRAIN[0], _where(data_dir), fix))
         splits[0] = read_grey(grey, fix)[:N_MNIST_TRAIN]
-    return tuple(splits)
+        description += (' for valid and test; train: the first %s grey training images '
+                        '(dynamic_b)' % _count(len(splits[0])))
+    sources = _sources('mnist', binarized + ([grey] if dynamic_b else []), fix)
+    return Data(*splits, sources=sources, description=_describe(description, splits, sources))
+
+
+def read_fashion_mnist(data_dir, dynamic_b):
+    """Fashion-MNIST's `Data` from its IDX files in `data_dir`, or None when neither is there."""
+    return read_idx_splits('fashion_mnist', data_dir, FASHION_SUBDIRS, dynamic_b,
+                           fix_command('fashion_mnist', data_dir), required=False)
+
+
+def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True):
+    """DisARM's split of the IDX files: training images [:50,000] train, [50,000:60,000] valid;
+    test images test.  Grey train with dynamic_b, else every split binarized once (module doc)."""
+    paths = [find_file(data_dir, IDX_TRAIN, subdirs), find_file(data_dir, IDX_TEST, subdirs)]
+    if not any(paths) and not required:
+        return None
+    if not all(paths):
+        raise DataError('%s needs both IDX image files, %s, in %s; found only %s. Fix: %s'
+                        % (dataset, IDX_PATTERN, _where(data_dir, dataset),
+                           ', '.join(p for p in paths if p) or 'neither', fix))
+    sources = _sources(dataset, paths, fix)
+    train_all, test = [read_idx(path, fix) for path in paths]
+    if len(train_all) <= N_MNIST_TRAIN:
+        raise DataError('%s holds %s images; the split needs more than %s (%s train, then up to '
+                        '%s valid). Fix: %s' % (paths[0], _count(len(train_all)),
+                                                _count(N_MNIST_TRAIN), _count(N_MNIST_TRAIN),
+                                                _count(N_IDX_VALID), fix))
+    splits = [train_all[:N_MNIST_TRAIN], train_all[N_MNIST_TRAIN:N_MNIST_TRAIN + N_IDX_VALID],
+              test]
+    grey = [x.astype(np.float32) / 255 for x in splits]
+    splits = [x if i == 0 and dynamic_b else fixed_binarization(x, IDX_BINARIZE_SEEDS[i])
+              for i, x in enumerate(grey)]
+    description = ('%s from the IDX files in DisARM\'s split: train the first %s training '
+                   'images%s, valid the next %s, test the test images; %s with seeds %s'
+                   % (dataset, _count(len(splits[0])),
+                      ' (grey: dynamic_b)' if dynamic_b else '', _count(len(splits[1])),
+                      'valid and test binarized once' if dynamic_b else 'binarized once',
+                      '/'.join(str(s) for s in IDX_BINARIZE_SEEDS[1 if dynamic_b else 0:])))
+    return Data(*splits, sources=sources, description=_describe(description, splits, sources))
+
+
+def fixed_binarization(images, seed):
+    """Fixed binarization: pixel on where a uniform of np.random.RandomState(seed), drawn row
+    after row, is below its grey level in [0, 1]; float32 [N, 784] of 0 and 1."""
+    rng = np.random.RandomState(seed)
+    out = np.empty(images.shape, np.float32)
+    for start in range(0, len(images), CHUNK_ROWS):
+        rows = images[start:start + CHUNK_ROWS]
+        out[start:start + CHUNK_ROWS] = rng.random_sample(rows.shape) < rows
+    return out
+
+
+def read_omniglot(data_dir, dynamic_b):
+    """Omniglot's `Data` from `data_dir`, or None when neither file name is there."""
+    fix = fix_command('omniglot', data_dir)
+    path = find_file(data_dir, (OMNIGLOT, OMNIGLOT_RAW))
+    if path is None:
+        return None
+    sources = _sources('omniglot', [path], fix)
+    splits = split_omniglot(*read_omniglot_mat(path, fix), binarize=not dynamic_b)
+    description = ('omniglot, the reference\'s split: permuted with seed %d, the last %s training '
+                   'images held out for validation; %s'
+                   % (OMNIGLOT_SHUFFLE_SEED, _count(OMNIGLOT_VALIDATION),
+                      'all grey (dynamic_b)' if dynamic_b
+                      else 'binarized once with seed %d' % OMNIGLOT_BINARIZE_SEED))
+    return Data(*splits, sources=sources, description=_describe(description, splits, sources))
+
+
+def _sources(dataset, paths, fix):
+    """A Source per path; refuses a file known to be another data set's."""
+    sources = []
+    for path in paths:
+        digest = sha256_of(path)
+        other = KNOWN_FILES.get(digest, dataset)
+        if other != dataset:
+            raise DataError('%s is a file of %s (sha256 %s), not of %s. Fix: %s, or set '
+                            'dataset=%s to train on it.' % (path, LABELS[other], digest,
+                                                            LABELS[dataset], fix, other))
+        sources.append(Source(os.path.abspath(path), os.path.getsize(path), digest))
+    return sources
+
+
+def sha256_of(path):
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(what, splits, sources):
+    return '%s. %s train / %s valid / %s test images, read from %s' % (
+        what, _count(len(splits[0])), _count(len(splits[1])), _count(len(splits[2])),
+        ', '.join(source.path for source in sources))
 
 
 def split_omniglot(train, test, binarize):
@@ -209,12 +390,21 @@ _AMAT_KIND[list(b'01')] = 2
 def read_grey(path, fix):
     """Grey training images in [0, 1], float32 [N, 784], from the reference's .npy or an IDX file."""
     if path.endswith('.npy'):
-        try:
-            images = np.load(path)
-        except Exception as e:  # truncated header, pickled object array, ...
-            raise DataError('%s is not a readable .npy file (%s). Fix: %s' % (path, e, fix))
-        return _check_images(images, path, 'grey training images', False, fix)
+        return _check_images(load_npy(path, fix), path, 'grey training images', False, fix)
     return read_idx(path, fix).astype(np.float32) / 255
+
+
+def load_npy(path, fix):
+    """A numeric array from a .npy file; never unpickles (a file of Python objects is refused)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if 'pickle' in str(e):  # numpy's message suggests unpickling, which could run code
+            raise DataError('%s holds Python objects, not a numeric array, so it is not a data '
+                            'file this loader reads. Fix: %s' % (path, fix))
+        raise DataError('%s is not a readable .npy file (%s). Fix: %s' % (path, e, fix))
+    except (OSError, EOFError) as e:  # missing, truncated header, ...
+        raise DataError('%s is not a readable .npy file (%s). Fix: %s' % (path, e, fix))
 
 
 def read_idx(path, fix=None):
@@ -239,18 +429,17 @@ def read_idx(path, fix=None):
     return np.frombuffer(raw, np.uint8, offset=16).reshape(count, N_PIXELS)
 
 
-def read_sample():
-    """The bundled sample: bit-packed rows of 784 binary pixels, split 8,000/1,000/1,000."""
-    try:
-        packed = np.load(SAMPLE_PATH)
-    except Exception as e:  # missing or damaged checkout
-        raise DataError('%s cannot be read (%s). Fix: %s' % (SAMPLE_PATH, e, SAMPLE_FIX))
+def read_sample(description='the bundled sample'):
+    """The bundled sample's `Data`: bit-packed rows of 784 binary pixels, split 8,000/1,000/1,000."""
+    packed = load_npy(SAMPLE_PATH, SAMPLE_FIX)
     if packed.dtype != np.uint8 or packed.shape != (sum(SAMPLE_SPLITS), N_PIXELS // 8):
         raise DataError('%s has shape %s of %s; expected (%d, %d) uint8. Fix: %s'
                         % (SAMPLE_PATH, packed.shape, packed.dtype, sum(SAMPLE_SPLITS),
                            N_PIXELS // 8, SAMPLE_FIX))
     images = np.unpackbits(packed, axis=1).astype(np.float32)
-    return tuple(np.split(images, np.cumsum(SAMPLE_SPLITS)[:-1]))
+    sources = [Source(SAMPLE_PATH, os.path.getsize(SAMPLE_PATH), sha256_of(SAMPLE_PATH))]
+    return Data(*np.split(images, np.cumsum(SAMPLE_SPLITS)[:-1]), sources=sources,
+                description=description)
 
 
 def _check_images(images, path, what, binary, fix):
@@ -296,10 +485,10 @@ class _ArrayUnpickler(pickle.Unpickler):
         return pickle.Unpickler.find_class(self, module, name)
 
 
-def find_file(data_dir, names):
-    """The first of `names` found in `data_dir` or its SUBDIRS, else None."""
+def find_file(data_dir, names, subdirs=SUBDIRS):
+    """The first of `names` found in `data_dir` or its `subdirs`, else None."""
     for name in names:
-        for sub in SUBDIRS:
+        for sub in subdirs:
             path = os.path.join(data_dir, sub, name)
             if os.path.isfile(path):
                 return path
@@ -308,7 +497,7 @@ def find_file(data_dir, names):
 
 def fix_command(dataset, data_dir):
     """The download command for `dataset`, with --data_dir when it is not the default."""
-    command = 'python download.py --dataset %s' % dataset
+    command = 'python download.py --dataset %s' % DOWNLOAD_NAMES.get(dataset, dataset)
     if data_dir is not None and data_dir != config.DATA_DIR:
         command += ' --data_dir %s' % shlex.quote(data_dir)
     return command
@@ -318,8 +507,10 @@ def _line_of(raw, index):
     return int(np.count_nonzero(raw[:index] == ord('\n'))) + 1
 
 
-def _where(data_dir):
-    return '%s (or its %s)' % (os.path.abspath(data_dir), ' or '.join(s + '/' for s in SUBDIRS if s))
+def _where(data_dir, dataset=None):
+    subdirs = FASHION_SUBDIRS if dataset == 'fashion_mnist' else SUBDIRS
+    return '%s (or its %s)' % (os.path.abspath(data_dir),
+                               ', '.join(s + '/' for s in subdirs if s))
 
 
 def _count(n):

@@ -19,16 +19,19 @@ This is the only module that knows which device runs the job. The driver asks `c
 
 Every device builds fixed-shape graphs (`static_shapes`): the NPU needs them, and on the CPU they
 are faster per step and quicker to build; `--static_shapes=false` gives the flexible build.
+
+TensorFlow is imported only when a session config is made, so that the driver can refuse bad
+flags in a fraction of a second; `import_tensorflow` imports it with its own logging quieted.
 """
 from __future__ import absolute_import, division, print_function
 
 import collections
+import contextlib
 import importlib
+import logging
 import os
 import sys
-
-import tensorflow.compat.v1 as tf
-from tensorflow.core.protobuf import rewriter_config_pb2
+import warnings
 
 DEVICES = ('auto', 'npu', 'gpu', 'cpu')
 
@@ -51,11 +54,47 @@ class DeviceError(RuntimeError):
     """The requested device cannot be used here; the message says why and what to do."""
 
 
+def import_tensorflow(verbose=False):
+    """Imports tensorflow.compat.v1, by default without its C++ and Python log lines and the
+    deprecation warnings its import and graph-mode switch print (so that the project's own
+    stderr lines stand out); `verbose` (--tf_log, or REBAR_TF_LOG=1) keeps them."""
+    verbose = verbose or os.environ.get('REBAR_TF_LOG', '') not in ('', '0')
+    if verbose:
+        import tensorflow.compat.v1 as tf
+        return tf
+    # TensorFlow's C++ errors reach Python as exceptions; its log lines are noise here.
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    with warnings.catch_warnings(), _stderr_silenced():
+        warnings.simplefilter('ignore')
+        import tensorflow.compat.v1 as tf
+        tf.get_logger().setLevel(logging.ERROR)
+        import utils  # noqa: F401  (the switch to graph mode warns of deprecations)
+    return tf
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null: TensorFlow 2's C++ code logs while it loads, before its
+    log level applies."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def npu_session_config(precision_mode=DEFAULT_PRECISION_MODE):
     """The session config for the Ascend NPU, as npu_bridge's session-run mode expects."""
     if precision_mode not in PRECISION_MODES:
         raise DeviceError('Unknown --precision_mode %r; valid: %s.'
                           % (precision_mode, ', '.join(PRECISION_MODES)))
+    import tensorflow.compat.v1 as tf
+    from tensorflow.core.protobuf import rewriter_config_pb2
     config = tf.ConfigProto(allow_soft_placement=True)
     rewrite = config.graph_options.rewrite_options
     npu = rewrite.custom_optimizers.add()
@@ -67,16 +106,21 @@ def npu_session_config(precision_mode=DEFAULT_PRECISION_MODE):
     return config
 
 
-def gpu_session_config(fast_start=False):
+def gpu_session_config(fast_start=False, threads=None):
+    import tensorflow.compat.v1 as tf
     config = tf.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True
+    if threads:
+        config.intra_op_parallelism_threads = config.inter_op_parallelism_threads = threads
     _maybe_fast_start(config, fast_start)
     return config
 
 
-def cpu_session_config(fast_start=False):
+def cpu_session_config(fast_start=False, threads=None):
+    """One thread per op, and `threads` ops side by side (default: every core)."""
+    import tensorflow.compat.v1 as tf
     config = tf.ConfigProto(device_count={'GPU': 0}, intra_op_parallelism_threads=1,
-                            inter_op_parallelism_threads=os.cpu_count() or 1)
+                            inter_op_parallelism_threads=threads or os.cpu_count() or 1)
     _maybe_fast_start(config, fast_start)
     return config
 
@@ -102,11 +146,15 @@ def npu_import_error():
 
 
 def visible_gpus():
+    import tensorflow.compat.v1 as tf
     return tf.config.experimental.list_physical_devices('GPU')
 
 
-def choose(requested='auto', precision_mode=DEFAULT_PRECISION_MODE, fast_start=False, log=None):
+def choose(requested='auto', precision_mode=DEFAULT_PRECISION_MODE, fast_start=False, log=None,
+           threads=None):
     """The Backend for `requested` (auto|npu|gpu|cpu); logs the choice on `log` (stderr).
+    `threads`: ops run side by side on the CPU (default: every core; a sweep sets its runs'
+    CPUs).
 
     auto: the NPU when npu_bridge imports, else a GPU when TensorFlow sees one, else the CPU.
     An explicit device that is not there raises DeviceError.
@@ -135,7 +183,7 @@ def choose(requested='auto', precision_mode=DEFAULT_PRECISION_MODE, fast_start=F
         gpus = visible_gpus()
         if gpus:
             log('device: %s: GPU (%d visible, memory growth on)' % (requested, len(gpus)))
-            return Backend('gpu', gpu_session_config(fast_start), True)
+            return Backend('gpu', gpu_session_config(fast_start, threads), True)
         if requested == 'gpu':
             raise DeviceError('--device gpu: TensorFlow sees no GPU (is this a GPU build of '
                               'TensorFlow with CUDA libraries it can load?). Use --device auto '
@@ -145,7 +193,7 @@ def choose(requested='auto', precision_mode=DEFAULT_PRECISION_MODE, fast_start=F
         log('device: auto: CPU (%s)' % '; '.join(reasons))
     else:
         log('device: cpu: CPU')
-    return Backend('cpu', cpu_session_config(fast_start), True)
+    return Backend('cpu', cpu_session_config(fast_start, threads), True)
 
 
 def _stderr(message):

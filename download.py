@@ -1,13 +1,14 @@
 """Downloads, verifies and converts the REBAR data.
 
-    python download.py --dataset MNIST|omniglot|all [--data_dir DIR] [--mirror URL ...]
-                       [--no-public] [--timeout SECONDS]
+    python download.py --dataset MNIST|omniglot|fashion_mnist|all [--data_dir DIR]
+                       [--mirror URL ...] [--no-public] [--timeout SECONDS]
 
-Each file is fetched from the `--mirror` prefixes first (`<mirror>/<file name>`, in the order
-given), then from its public sources (none with `--no-public`).  Downloads go to `<file>.part`,
-resume with an HTTP Range request when a partial file is there (or restart when the server
-ignores it), and become `<file>` only once their size and checksum (or, for chardata.mat, which
-has no published checksum, their content) check out.  Files already present and verified are
+Each file is fetched from the `--mirror` prefixes first (`<mirror>/<path in the data directory>`,
+in the order given), then from its public sources (none with `--no-public`).  Fashion-MNIST goes
+to the `fashion_mnist/` subdirectory, since its files bear MNIST's names.  Downloads go to
+`<file>.part`, resume with an HTTP Range request when a partial file is there (or restart when
+the server ignores it), and become `<file>` only once their size and checksums (or, for
+chardata.mat, which has no published checksum, their content) check out.  Files already present and verified are
 not fetched again.  MNIST is then converted to the reference's layout that datasets.py reads
 first: the pickle of the binarized splits and the .npy of the first 50,000 grey training images.
 When a file cannot be had, the command says where to get it by hand and where to put it, and
@@ -30,15 +31,21 @@ import numpy as np
 
 import config
 import datasets
+import rundir
 
-# One file to fetch: its name in the data directory, its size in bytes and sha256 (None where
-# none is published), its public URLs in order, and an optional content check raising DataError.
-FileSpec = collections.namedtuple('FileSpec', 'name size sha256 urls check')
+# One file to fetch: its path in the data directory, its size in bytes and sha256 (None where
+# none is published), its public URLs in order, an optional content check raising DataError, and
+# optionally the md5 its publisher gives.
+FileSpec = collections.namedtuple('FileSpec', 'name size sha256 urls check md5')
+FileSpec.__new__.__defaults__ = (None,)
 
 LAROCHELLE = 'http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/'
 MNIST_HOSTS = ('http://yann.lecun.com/exdb/mnist/',
                'https://ossci-datasets.s3.amazonaws.com/mnist/',
                'https://storage.googleapis.com/cvdf-datasets/mnist/')
+FASHION_HOSTS = ('http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
+                 'https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/')
+FASHION_DIR = 'fashion_mnist'
 IWAE_OMNIGLOT = ('https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/',
                  'https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/')
 OMNIGLOT_COUNTS = (24345, 8070)
@@ -52,8 +59,9 @@ def check_chardata(path, counts=OMNIGLOT_COUNTS):
                                  % (path, len(train), len(test), counts[0], counts[1]))
 
 
-# Sizes and sha256 as recorded by TensorFlow Datasets (url_checksums/binarized_mnist.txt and
-# mnist.txt); torchvision records md5 f68b3c2dcbeaaa9fbdd348bbdeb94873 for the IDX file.
+# Sizes and sha256 as recorded by TensorFlow Datasets (url_checksums/binarized_mnist.txt, mnist.txt
+# and fashion_mnist.txt); torchvision records md5 f68b3c2dcbeaaa9fbdd348bbdeb94873 for MNIST's
+# training images; the md5 of Fashion-MNIST's files are those its repository's README publishes.
 DATASETS = collections.OrderedDict([
     ('MNIST', [
         FileSpec('binarized_mnist_train.amat', 78400000,
@@ -68,10 +76,23 @@ DATASETS = collections.OrderedDict([
         FileSpec('train-images-idx3-ubyte.gz', 9912422,
                  '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609',
                  [host + 'train-images-idx3-ubyte.gz' for host in MNIST_HOSTS], None),
+        FileSpec('t10k-images-idx3-ubyte.gz', 1648877,
+                 '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6',
+                 [host + 't10k-images-idx3-ubyte.gz' for host in MNIST_HOSTS], None),
     ]),
     ('omniglot', [
         FileSpec('chardata.mat', None, None, [host + 'chardata.mat' for host in IWAE_OMNIGLOT],
                  check_chardata),
+    ]),
+    ('fashion_mnist', [
+        FileSpec(FASHION_DIR + '/train-images-idx3-ubyte.gz', 26421880,
+                 '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
+                 [host + 'train-images-idx3-ubyte.gz' for host in FASHION_HOSTS], None,
+                 '8d4fb7e6c68d591d4c3dfef9ec88bf0d'),
+        FileSpec(FASHION_DIR + '/t10k-images-idx3-ubyte.gz', 4422102,
+                 '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
+                 [host + 't10k-images-idx3-ubyte.gz' for host in FASHION_HOSTS], None,
+                 'bef4ecab320f06d8554ea6380940ec79'),
     ]),
 ])
 
@@ -83,7 +104,8 @@ USER_AGENT = 'Mozilla/5.0 (compatible; rebar-download/1.0)'
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--dataset', default='all',
-                        help='MNIST, omniglot or all (default all); case does not matter')
+                        help='MNIST, omniglot, fashion_mnist or all (default all); case does '
+                             'not matter')
     parser.add_argument('--data_dir', default=config.DATA_DIR,
                         help='where the data goes (default %(default)s, or $REBAR_DATA_DIR)')
     parser.add_argument('--mirror', action='append', default=[], metavar='URL',
@@ -194,6 +216,7 @@ def _receive(response, part, start):
     """Writes the body to `part` from byte `start`; returns None when complete, else why not."""
     length = response.headers.get('Content-Length')
     expected = start + int(length) if length is not None else None
+    os.makedirs(os.path.dirname(part), exist_ok=True)  # fashion_mnist/ on the first write
     with open(part, 'r+b' if start else 'wb') as f:
         f.seek(start)
         f.truncate()
@@ -215,10 +238,11 @@ def verify(spec, path):
     size = os.path.getsize(path)
     if spec.size is not None and size != spec.size:
         return 'size %d bytes, expected %d' % (size, spec.size)
-    if spec.sha256 is not None:
-        digest = sha256_of(path)
-        if digest != spec.sha256:
-            return 'checksum mismatch: sha256 %s, expected %s' % (digest, spec.sha256)
+    for kind, expected in (('sha256', spec.sha256), ('md5', spec.md5)):
+        if expected is not None:
+            digest = digest_of(path, kind)
+            if digest != expected:
+                return 'checksum mismatch: %s %s, expected %s' % (kind, digest, expected)
     if spec.check is not None:
         try:
             spec.check(path)
@@ -228,7 +252,12 @@ def verify(spec, path):
 
 
 def sha256_of(path):
-    digest = hashlib.sha256()
+    return digest_of(path, 'sha256')
+
+
+def digest_of(path, kind):
+    """The hex digest of a file's bytes by hashlib's algorithm `kind` (sha256, md5)."""
+    digest = hashlib.new(kind)
     with open(path, 'rb') as f:
         for block in iter(functools.partial(f.read, CHUNK), b''):
             digest.update(block)
@@ -236,8 +265,10 @@ def sha256_of(path):
 
 
 def _describe(spec, path):
-    if spec.sha256 is not None:
-        return '%d bytes, sha256 %s' % (os.path.getsize(path), spec.sha256)
+    published = ', '.join('%s %s' % (kind, value) for kind, value in
+                          (('sha256', spec.sha256), ('md5', spec.md5)) if value)
+    if published:
+        return '%d bytes, %s' % (os.path.getsize(path), published)
     return ('%d bytes, content checked; no published checksum, sha256 of this copy %s'
             % (os.path.getsize(path), sha256_of(path)))
 
@@ -251,13 +282,13 @@ def convert_mnist(data_dir):
     pickled = os.path.join(data_dir, datasets.MNIST_BINARIZED)
     if not _readable(datasets.read_binarized_pickle, pickled, fix):
         splits = [datasets.read_amat(os.path.join(data_dir, name), fix) for name in datasets.AMAT]
-        atomic_write(pickled, lambda f: pickle.dump(tuple((x, None) for x in splits), f,
-                                                    protocol=4))
+        rundir.atomic_write(pickled, lambda f: pickle.dump(tuple((x, None) for x in splits), f,
+                                                           protocol=4))
         print('%s: written from the .amat files.' % datasets.MNIST_BINARIZED)
     grey = os.path.join(data_dir, datasets.MNIST_FLOAT)
     if not _readable(datasets.read_grey, grey, fix):
         images = datasets.read_grey(os.path.join(data_dir, datasets.MNIST_IDX[0]), fix)
-        atomic_write(grey, lambda f: np.save(f, images[:datasets.N_MNIST_TRAIN]))
+        rundir.atomic_write(grey, lambda f: np.save(f, images[:datasets.N_MNIST_TRAIN]))
         print('%s: written from %s.' % (datasets.MNIST_FLOAT, datasets.MNIST_IDX[0]))
 
 
@@ -270,20 +301,6 @@ def _readable(reader, path, fix):
         print('%s is unusable, rewriting it (%s)' % (path, e))
         return False
     return True
-
-
-def atomic_write(path, write):
-    """Calls write(file) on a temporary file beside `path`, then renames it to `path`."""
-    temporary = '%s.tmp%d' % (path, os.getpid())
-    try:
-        with open(temporary, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def report_failures(failures, data_dir):

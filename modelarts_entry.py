@@ -23,15 +23,13 @@ from __future__ import absolute_import, division, print_function
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import threading
 
-STATE = 'progress.json'
-TF_POINTER = 'checkpoint'
-_CKPT = re.compile(r'^(model\.ckpt-\d+)\.')
+import rundir
+
 OWN_FLAGS = ('data_dir', 'working_dir', 'data_path')
 
 
@@ -67,9 +65,8 @@ class LocalFiles(object):
 
     def copy_out(self, local, url):
         """One file out; the destination is replaced whole, never seen half-written."""
-        tmp = url + '.tmp-%d' % os.getpid()
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, url)
+        with open(local, 'rb') as f:
+            rundir.atomic_write(url, lambda out: shutil.copyfileobj(f, out))
 
     def remove(self, url):
         os.remove(url)
@@ -148,23 +145,16 @@ class Syncer(object):
     def _sync(self):
         if not os.path.isdir(self.local):
             return
-        state = None
-        state_path = os.path.join(self.local, STATE)
-        if os.path.exists(state_path):
-            with open(state_path) as f:
-                state = json.load(f)
-            # Out there, only the latest checkpoint is kept.
-            state['checkpoints'] = [state['checkpoint']]
+        state = rundir.RunDir(self.local).read_state()
         latest = state['checkpoint'] if state else None
         self.files.make_dirs(self.url)
         names = sorted(os.listdir(self.local))
         # Checkpoint files first, then everything else, then the pointers that commit them.
-        order = sorted(names, key=lambda n: 0 if _CKPT.match(n) else 1)
+        order = sorted(names, key=lambda n: 0 if rundir.checkpoint_of(n) else 1)
         for name in order:
-            match = _CKPT.match(name)
-            if name in (STATE, TF_POINTER) or '.tmp-' in name or 'tempstate' in name:
-                continue
-            if match and match.group(1) != latest:
+            ckpt = rundir.checkpoint_of(name)
+            if (name in (rundir.STATE, rundir.TF_POINTER, rundir.LOCK) or rundir.is_temporary(name)
+                    or (ckpt is not None and ckpt != latest)):
                 continue
             path = os.path.join(self.local, name)
             try:
@@ -178,26 +168,25 @@ class Syncer(object):
             self._copied[name] = key
         if state is None:
             return
-        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
-            f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n'
-                    % (latest, latest))
-            pointer = f.name
-        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
-            json.dump(state, f, indent=1)
-            committed = f.name
-        try:
-            self.files.copy_out(pointer, self.files.join(self.url, TF_POINTER))
-            self.files.copy_out(committed, self.files.join(self.url, STATE))
-        finally:
-            os.remove(pointer)
-            os.remove(committed)
+        # Out there, only the latest checkpoint is kept.
+        state['checkpoints'] = [latest]
+        for name, text in ((rundir.TF_POINTER, rundir.tf_pointer_text(latest, [latest])),
+                           (rundir.STATE, json.dumps(state, indent=1) + '\n')):
+            with tempfile.NamedTemporaryFile('w', suffix='.' + name, delete=False) as f:
+                f.write(text)
+            try:
+                self.files.copy_out(f.name, self.files.join(self.url, name))
+            finally:
+                os.remove(f.name)
         for name in self.files.list(self.url):
-            match = _CKPT.match(name)
-            if match and match.group(1) != latest:
+            ckpt = rundir.checkpoint_of(name)
+            if ckpt is not None and ckpt != latest:
                 self.files.remove(self.files.join(self.url, name))
 
 
 def default_cache():
+    """A fresh local directory for the data and the run, removed at the end (the run is at
+    --train_url by then)."""
     if os.path.isdir('/cache') and os.access('/cache', os.W_OK):
         return tempfile.mkdtemp(prefix='rebar_', dir='/cache')
     return tempfile.mkdtemp(prefix='rebar_')
@@ -234,6 +223,14 @@ def main(argv=None):
 
     files = file_system()
     cache = args.cache_dir or default_cache()
+    try:
+        return _train(args, files, cache, flag_values, rebar_train)
+    finally:
+        if args.cache_dir is None:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def _train(args, files, cache, flag_values, rebar_train):
     local_run = os.path.join(cache, 'run')
     if isinstance(files, LocalFiles):
         data_dir = args.data_url
@@ -241,9 +238,9 @@ def main(argv=None):
         data_dir = os.path.join(cache, 'data')
         note('copying %s to %s' % (args.data_url, data_dir))
         files.copy_in(args.data_url, data_dir)
-    if not os.path.exists(os.path.join(local_run, STATE)) and (
-            files.exists(files.join(args.train_url, STATE))
-            or files.exists(files.join(args.train_url, 'hparams.json'))):
+    if not os.path.exists(os.path.join(local_run, rundir.STATE)) and (
+            files.exists(files.join(args.train_url, rundir.STATE))
+            or files.exists(files.join(args.train_url, rundir.HPARAMS))):
         note('found a run at %s: copying it in to resume' % args.train_url)
         files.copy_in(args.train_url, local_run)
     note('files: %s; data %s; run %s, copied to %s every %d s and at the end'
@@ -254,13 +251,13 @@ def main(argv=None):
     syncer = Syncer(files, local_run, args.train_url, args.sync_secs)
     syncer.start()
     try:
-        code = rebar_train.cli(flag_values)
+        code = rebar_train.cli(flag_values, label=args.train_url,
+                               fix='give another --train_url')
     finally:
         syncer.stop()
         syncer.sync()
         note('run copied to %s' % args.train_url)
     return code
-
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -8,8 +8,9 @@ Reading order, as in the paper:
    conditional noise v, and the mean pass (sigma(a)). Each pass is built once per step and
    every estimator shares them.
 3. Estimators, one short function each: `reinforce`, `nvil`, `simple_muprop`, `muprop`,
-   `concrete`, and `rebar`, whose control variate (and its gradient) is built in
-   `rebar_control_variate`.
+   `concrete`, `rebar` (whose control variate and its gradient are built in
+   `rebar_control_variate`), `arm`, `disarm`, `relax` and `reinforce_loo`; the registry
+   `ESTIMATORS` names each with its number of forward passes per sample.
 4. `Model` and the thin classes users name in --hparams (`SBNDynamicRebar`, ...): inputs and
    noise, the two Adam optimisers, the gradient-variance EMA and the importance-weighted bound.
 
@@ -149,6 +150,7 @@ class ForwardPasses(object):
         self.v = [conditional_noise(a, u) for a, u in zip(self.hard.logits, noise)]
         self.logit_v = [U.logit_noise(v) for v in self.v]
         self._mean = None
+        self._antithetic = {}
 
     def _run(self, sample, start=0):
         """Samples layers >= start with `sample(i, logits)`, reusing the hard pass below."""
@@ -182,6 +184,18 @@ class ForwardPasses(object):
         relaxation = self.nets.hparams.muprop_relaxation
         return self._run(lambda i, a: relaxed_sample(a, logit_noise[i], temperature, relaxation),
                          start)
+
+    def antithetic(self, layer):
+        """ARM's second pass for `layer`: hard below it; there b~ = H(a - logit u) =
+        1[u < sigma(a)], the antithetic partner of the hard b = 1[u > sigma(-a)]; above it hard
+        again with the hard pass's own u (common noise: independent of u_layer, so the pair's
+        difference stays an unbiased estimate given b_layer, and the shared noise lowers its
+        variance). Built once per layer."""
+        if layer not in self._antithetic:
+            flip = [-lu if i == layer else lu for i, lu in enumerate(self.logit_u)]
+            self._antithetic[layer] = self._run(lambda i, a: tf.stop_gradient(
+                tf.cast(a + flip[i] > 0, tf.float32)), layer)
+        return self._antithetic[layer]
 
     @property
     def mean(self):
@@ -226,24 +240,26 @@ class Estimate(object):
     """What an estimator contributes to a training step.
 
     grads: gradient of the loss per model variable (None: no dependence).
-    report: scalar tensors, the estimator's part of the report vector.
+    report: (name, scalar tensor) pairs, the estimator's part of the report vector; kept as
+      `report` (the tensors) and `report_names`.
     baseline_losses / baseline_vars: per-sample squared learning signals, minimised by the
       control optimiser (NVIL-style baselines and MuProp's eta).
     cv_vars / variance_objective: variables minimised by the control optimiser on
       mean(g^2), g the vectorised gradient (REBAR's eta and baseline).
-    etas: REBAR's per-variable eta, for the report vector.
+    etas: (name, eta) pairs, REBAR's per-variable eta, for the report vector.
     tracked: gradients whose variance is tracked, each a list of tensors (default: `grads`).
     """
 
     def __init__(self, grads, report, baseline_losses=(), baseline_vars=(), cv_vars=(),
                  variance_objective=None, etas=(), tracked=()):
         self.grads = list(grads)
-        self.report = list(report)
+        self.report = [t for _, t in report]
+        self.report_names = [n for n, _ in report]
         self.baseline_losses = list(baseline_losses)
         self.baseline_vars = list(baseline_vars)
         self.cv_vars = list(cv_vars)
         self.variance_objective = variance_objective
-        self.etas = list(etas)
+        self.etas = list(etas)   # (name, tensor) pairs
         self.tracked = list(tracked)
 
 
@@ -271,7 +287,8 @@ def reinforce(passes, variables):
     hard = passes.hard
     signal = tf.stop_gradient(U.leave_one_out_centre(hard.elbo))
     loss = -(signal * tf.add_n(hard.log_q) + hard.log_p)
-    return Estimate(_grads(loss, variables), [tf.reduce_mean(hard.elbo), U.rms(signal)])
+    return Estimate(_grads(loss, variables),
+                    [('elbo', tf.reduce_mean(hard.elbo)), ('rms_signal', U.rms(signal))])
 
 
 def nvil(passes, variables, scope='nvil'):
@@ -281,7 +298,7 @@ def nvil(passes, variables, scope='nvil'):
         c, c_vars = _baseline(passes, 'baseline')
     signal = tf.stop_gradient(hard.elbo) - c
     loss = -(tf.stop_gradient(signal) * tf.add_n(hard.log_q) + hard.log_p)
-    return Estimate(_grads(loss, variables), [tf.reduce_mean(hard.elbo)],
+    return Estimate(_grads(loss, variables), [('elbo', tf.reduce_mean(hard.elbo))],
                     baseline_losses=[tf.square(signal)], baseline_vars=c_vars)
 
 
@@ -294,7 +311,8 @@ def simple_muprop(passes, variables, scope='simple_muprop'):
     signal = hard.elbo - eta * mean.elbo - c
     loss = -(tf.stop_gradient(signal) * tf.add_n(hard.log_q) + hard.log_p)
     return Estimate(_grads(loss, variables),
-                    [tf.reduce_mean(hard.elbo), tf.reduce_mean(mean.elbo)],
+                    [('elbo', tf.reduce_mean(hard.elbo)),
+                     ('mean_pass_elbo', tf.reduce_mean(mean.elbo))],
                     baseline_losses=[tf.square(signal)], baseline_vars=[w] + c_vars)
 
 
@@ -323,7 +341,8 @@ def muprop(passes, variables, scope='muprop'):
         losses.append(tf.square(signal))
         trained += [w0, w1] + c_vars
     return Estimate(_grads(-surrogate, variables),
-                    [tf.reduce_mean(hard.elbo), tf.reduce_mean(mean.elbo)],
+                    [('elbo', tf.reduce_mean(hard.elbo)),
+                     ('mean_pass_elbo', tf.reduce_mean(mean.elbo))],
                     baseline_losses=losses, baseline_vars=trained)
 
 
@@ -331,7 +350,16 @@ def concrete(passes, variables, temperature):
     """SBNGumbel: loss = -f(relaxed pass); biased. Reports [hard ELBO, relaxed ELBO]."""
     relaxed = passes.relaxed(0, temperature)
     return Estimate(_grads(-relaxed.elbo, variables),
-                    [tf.reduce_mean(passes.hard.elbo), tf.reduce_mean(relaxed.elbo)])
+                    [('elbo', tf.reduce_mean(passes.hard.elbo)),
+                     ('relaxed_elbo', tf.reduce_mean(relaxed.elbo))])
+
+
+def _segments(n_layer, quadratic):
+    """The control variates' segments (first layer, layers): one per layer when `quadratic`,
+    else one for the whole network."""
+    if quadratic:
+        return [(l, [l]) for l in range(n_layer)]
+    return [(0, list(range(n_layer)))]
 
 
 def rebar_control_variate(passes, variables, temperature, quadratic, log_temperature=None,
@@ -359,8 +387,7 @@ def rebar_control_variate(passes, variables, temperature, quadratic, log_tempera
     """
     hard = passes.hard
     n_layer = len(hard.samples)
-    segments = ([(l, [l]) for l in range(n_layer)] if quadratic
-                else [(0, list(range(n_layer)))])
+    segments = _segments(n_layer, quadratic)
     differences, f_v, log_t_copies = [], [], []
     for start, layers in segments:
         t_v = temperature
@@ -407,12 +434,165 @@ def rebar(passes, variables, temperature, quadratic, log_temperature=None, scope
             continue
         with tf.variable_scope(scope):
             eta, w = _eta('eta_' + var.op.name.replace('/', '_'))
-        etas.append(eta)
+        etas.append(('eta/' + var.op.name, eta))
         eta_vars.append(w)
         grads.append(eta * h_g if f_g is None else f_g + eta * h_g)
-    variance_objective = U.mean_square(grads)
-    return Estimate(grads, [tf.reduce_mean(hard.elbo)], cv_vars=eta_vars + c_vars,
+    variance_objective = U.mean_square(grads, variables)
+    return Estimate(grads, [('elbo', tf.reduce_mean(hard.elbo))], cv_vars=eta_vars + c_vars,
                     variance_objective=variance_objective, etas=etas)
+
+
+def _antithetic_estimate(passes, variables, learning_signal):
+    """ARM-style estimators: for each layer l, the pair of the hard pass (b) and the
+    antithetic pass for l (b~), and a learning signal g_l [N, n_hidden] for the logits a_l,
+    pushed into the parameters by loss = -(sum_l sum_j g_lj (held constant) a_lj + log p).
+    Layers below l come from the hard pass, so the chain through a_l is the one of the hard
+    pass. The log p gradient (the generative parameters) is the hard pass's."""
+    hard = passes.hard
+    surrogate = hard.log_p
+    for l in range(len(hard.samples)):
+        anti = passes.antithetic(l)
+        g = learning_signal(hard.elbo - anti.elbo, passes.u[l], hard.logits[l],
+                            anti.samples[l], hard.samples[l])
+        surrogate += tf.reduce_sum(tf.stop_gradient(g) * hard.logits[l], 1)
+    return Estimate(_grads(-surrogate, variables), [('elbo', tf.reduce_mean(hard.elbo))])
+
+
+def arm(step, variables, hparams):
+    """ARM (Yin and Zhou, 2019): d E[f] / d a = E_u[(f(1[u > sigma(-a)]) - f(1[u < sigma(a)]))
+    (u - 1/2)], per layer with the layers above sampled with the hard pass's noise."""
+    return _antithetic_estimate(
+        step.passes, variables, lambda diff, u, a, b_anti, b: diff[:, None] * (u - 0.5))
+
+
+def disarm(step, variables, hparams):
+    """DisARM (Dong, Mnih and Tucker, 2020): ARM's pair with u integrated out given (b, b~):
+
+        d E[f] / d a_j = E[1/2 (f(b) - f(b~)) (-1)^{b~_j} 1[b_j != b~_j] sigma(|a_j|)].
+
+    Multi-layer: per layer, as `arm`: below l the hard pass, at l the pair, above l both
+    members sampled with the same (hard pass's) noise. That noise is independent of u_l, so
+    conditioning on it keeps each layer's term unbiased (the form is the papers' layer-wise one;
+    sharing the upper noise only lowers the variance of f(b) - f(b~)).
+    """
+    def signal(diff, u, a, b_anti, b):
+        disagree = tf.cast(tf.not_equal(b, b_anti), tf.float32)
+        return 0.5 * diff[:, None] * (1.0 - 2.0 * b_anti) * disagree * tf.sigmoid(tf.abs(a))
+    return _antithetic_estimate(step.passes, variables, signal)
+
+
+def reinforce_loo(step, variables, hparams):
+    """REINFORCE with K samples per image, each centred on the mean f of the image's other
+    K - 1 samples (Kool et al., 2019): signal_k = f_k - sum_{j != k} f_j / (K - 1).
+
+    Rows are sample-major (row k * batch + i), so [K, batch] reshapes group an image's samples
+    in a column.
+    """
+    hard = step.passes.hard
+    k = tf.cast(step.passes.n_samples, tf.float32)
+    f = tf.reshape(hard.elbo, [step.passes.n_samples, -1])
+    centred = f - (tf.reduce_sum(f, 0, keepdims=True) - f) * tf.reciprocal(k - 1.0)
+    signal = tf.stop_gradient(tf.reshape(centred, [-1]))
+    loss = -(signal * tf.add_n(hard.log_q) + hard.log_p)
+    return Estimate(_grads(loss, variables),
+                    [('elbo', tf.reduce_mean(hard.elbo)), ('rms_signal', U.rms(signal))])
+
+
+RELAX_HIDDEN = (200, 200)   # r's ReLU layers (the RELAX paper's two layers of 200)
+
+
+def _relax_network(samples, scope):
+    """r(z): ReLU layers of RELAX_HIDDEN units, then one output; [N, D] -> [N]."""
+    with tf.variable_scope(scope, reuse=tf.AUTO_REUSE):
+        h = samples
+        for k, n_units in enumerate(RELAX_HIDDEN):
+            h = tf.nn.relu(_dense(h, n_units, 'hidden_%d' % k))
+        return tf.reshape(_dense(h, 1, 'output'), [-1])
+
+
+def relax(step, variables, hparams, log_temperature=None, scope='relax'):
+    """RELAX (Grathwohl et al., 2018) with REBAR's segments (one per layer when `quadratic`):
+
+        c_s(z) = eta f~_s(z) + r_s(z),   g = -grad[sum_s (f - c_s(z~_s)) log q(b_s) + log p]
+                                             - grad sum_s [c_s(z_s) - c_s(z~_s)],
+
+    z the relaxed pass from the segment's first layer with u, z~ with v in the segment's layers,
+    r_s a ReLU network on the segment's relaxed samples, eta a scalar. eta, r and the
+    temperature exp(log_temperature) ([N], default the model's) minimise mean(g^2). In the
+    REINFORCE term c_s(z~_s) is held constant in the model variables only: it keeps its
+    derivatives in eta, in r's weights and (per sample, as REBAR's f~v does) in log t.
+    """
+    passes, hard = step.passes, step.passes.hard
+    if log_temperature is None:
+        log_temperature = step.log_temperature
+    with tf.variable_scope(scope) as outer:
+        eta, w = _eta('eta')
+    temperature = tf.exp(log_temperature)[:, None]
+    segments = _segments(len(hard.samples), hparams.quadratic)
+    differences, copies, fixed = [], [], []
+    for s, (start, layers) in enumerate(segments):
+        copies.append(tf.identity(log_temperature))
+        f_u = passes.relaxed(start, temperature)
+        f_v = passes.relaxed(start, tf.exp(copies[-1])[:, None], layers)
+        z_u, z_v = [tf.concat([p.samples[l] for l in layers], 1) for p in (f_u, f_v)]
+        with tf.variable_scope(outer):
+            r_u, r_v = (_relax_network(z, 'r_%d' % s) for z in (z_u, z_v))
+            r_fixed = _relax_network(tf.stop_gradient(z_v), 'r_%d' % s)
+        differences.append(eta * (f_u.varying - f_v.varying) + r_u - r_v)
+        # value c_s(z~) and its derivatives in eta and r; log t's is added below
+        fixed.append(tf.stop_gradient(eta * f_v.elbo + r_v)
+                     + (eta - tf.stop_gradient(eta)) * tf.stop_gradient(f_v.elbo)
+                     + r_fixed - tf.stop_gradient(r_fixed))
+    grads = tf.gradients(tf.reduce_mean(tf.add_n(differences)), variables + copies)
+    reparameterised, dc_dt = grads[:len(variables)], grads[len(variables):]
+
+    n = tf.cast(tf.size(log_temperature), tf.float32)
+    surrogate = hard.log_p
+    for (start, layers), c_v, d in zip(segments, fixed, dc_dt):
+        # the mean's gradient in a copy is -d c_s(z~)/d log t over the number of samples
+        c_v += tf.stop_gradient(-d * n) * (log_temperature - tf.stop_gradient(log_temperature))
+        surrogate += ((tf.stop_gradient(hard.elbo) - c_v)
+                      * tf.add_n([hard.log_q[l] for l in layers]))
+    learning = _grads(-surrogate, variables)
+    grads = [a if b is None else -b if a is None else a - b
+             for a, b in zip(learning, reparameterised)]
+    r_vars = [v for v in tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES, outer.name + '/r_')]
+    return Estimate(grads, [('elbo', tf.reduce_mean(hard.elbo)), ('eta', eta)],
+                    cv_vars=[w] + r_vars, variance_objective=U.mean_square(grads, variables))
+
+
+def dynamic_rebar(step, variables, quadratic, scope='rebar'):
+    """REBAR at temperature t = exp(w_t), per sample so that d f / d w_t is per sample."""
+    return rebar(step.passes, variables, tf.exp(step.log_temperature)[:, None], quadratic,
+                 log_temperature=step.log_temperature, scope=scope)
+
+
+def _relaxed_pairs(hparams):
+    """Passes per sample of REBAR and RELAX: the hard one and two relaxed ones per segment."""
+    return 1 + 2 * len(_segments(hparams.n_layer, hparams.quadratic))
+
+
+# name -> (build(step, variables, hparams) -> Estimate, passes(hparams) -> forward passes per
+# sample through the generative network; a pass relaxed from layer l on reuses the hard pass's
+# terms below l but counts as one).
+Estimator = collections.namedtuple('Estimator', 'build passes')
+ESTIMATORS = collections.OrderedDict([
+    ('REINFORCE', Estimator(lambda step, v, hp: reinforce(step.passes, v), lambda hp: 1)),
+    ('NVIL', Estimator(lambda step, v, hp: nvil(step.passes, v), lambda hp: 1)),
+    ('SimpleMuProp', Estimator(lambda step, v, hp: simple_muprop(step.passes, v),
+                               lambda hp: 2)),
+    ('MuProp', Estimator(lambda step, v, hp: muprop(step.passes, v), lambda hp: 2)),
+    ('Concrete', Estimator(lambda step, v, hp: concrete(step.passes, v, hp.temperature),
+                           lambda hp: 2)),
+    ('REBAR', Estimator(lambda step, v, hp: rebar(step.passes, v, hp.temperature,
+                                                  hp.quadratic), _relaxed_pairs)),
+    ('DynamicREBAR', Estimator(lambda step, v, hp: dynamic_rebar(step, v, hp.quadratic),
+                               _relaxed_pairs)),
+    ('ARM', Estimator(arm, lambda hp: 1 + hp.n_layer)),
+    ('DisARM', Estimator(disarm, lambda hp: 1 + hp.n_layer)),
+    ('RELAX', Estimator(relax, _relaxed_pairs)),
+    ('ReinforceLOO', Estimator(reinforce_loo, lambda hp: 1)),
+])
 
 
 EVAL_GROUP = 5       # images per evaluation call (the reference's groups of 5)
@@ -449,7 +629,9 @@ class Step(object):
             if model.learns_temperature:
                 self.temperature_grad = grads[-1]
         self.control_grads = [(g, v) for g, v in self.control_grads if g is not None]
-        self.report = model.report(self)
+        pairs = model.report(self)
+        self.report = [t for _, t in pairs]
+        self.report_names = [n for n, _ in pairs]
 
         # f per (image, sample): rows of the tiled batch are sample-major
         self.log_f = tf.transpose(tf.reshape(self.passes.hard.elbo, [n_samples, -1]))
@@ -467,8 +649,9 @@ Training = collections.namedtuple('Training', 'x step train_op report grad_varia
 class Model(object):
     """A sigmoid belief network and one gradient estimator, with its training step.
 
-    Subclasses define `estimate(step) -> Estimate` and, where the report vector differs from
-    the estimator's, `report(step)`.
+    Subclasses name their estimator in `estimator` (a key of ESTIMATORS) or define
+    `estimate(step) -> Estimate`; the report vector is the estimator's first entry (the ELBO),
+    the temperature when it is learned, the estimator's other entries and its etas.
 
     static_shapes: fix batch_size and n_samples in the graph (for the NPU), so that no tensor of
     the training step has an unknown dimension; evaluation then uses its own graph of
@@ -482,6 +665,7 @@ class Model(object):
     images: with static shapes, a function n -> the [n, n_input] batch tensor a training step
     reads (the driver's batches taken in the session); by default, a placeholder to feed.
     """
+    estimator = None   # a key of ESTIMATORS
     learns_temperature = False
     tracked = None   # names of tracked estimators (SBNTrackGradVariances)
 
@@ -563,12 +747,35 @@ class Model(object):
                                  + self._variance_figures(*self._read_averages())[1])
         return self._eval_report
 
+    @property
+    def report_names(self):
+        """One name per entry of the training report vector (`train_report`)."""
+        return self.train.report_names + self._extra_names()
+
+    @property
+    def eval_report_names(self):
+        """One name per entry of `partial_eval`'s vector (with fewer than 1000 samples)."""
+        return ['iwae_bound'] + self.train.report_names + self._extra_names()
+
+    def _extra_names(self):
+        if not self.tracked:
+            return []
+        return ['deviation/' + name for name in self.tracked] + ['log_mean_gradient_square']
+
+    def evaluations_per_image(self):
+        """Forward passes through the generative network per image and training step."""
+        return ESTIMATORS[self.estimator].passes(self.hparams) * self.hparams.n_samples
+
     # -- the parts subclasses choose -------------------------------------------------------
     def estimate(self, step):
-        raise NotImplementedError
+        return ESTIMATORS[self.estimator].build(step, self.variables, self.hparams)
 
     def report(self, step):
-        return step.estimate.report
+        """(name, tensor) pairs: the ELBO, the temperature if learned, then the rest."""
+        est = step.estimate
+        pairs = list(zip(est.report_names, est.report))
+        learned = [('temperature', self.temperature)] if self.learns_temperature else []
+        return pairs[:1] + learned + pairs[1:] + est.etas
 
     # -- training ----------------------------------------------------------------------------
     def _build_training(self, step):
@@ -679,49 +886,34 @@ def _log_mean_exp(a, axis):
 
 # -- the models users name in --hparams ---------------------------------------------------------
 class SBN(Model):
-    """REINFORCE with a leave-one-out baseline. Report: [ELBO, rms of the centred signal]."""
-
-    def estimate(self, step):
-        return reinforce(step.passes, self.variables)
+    """REINFORCE with a leave-one-out baseline over the batch. Report: [ELBO, rms of the centred
+    signal]."""
+    estimator = 'REINFORCE'
 
 
 class SBNNVIL(Model):
     """NVIL. Report: [ELBO]."""
-
-    def estimate(self, step):
-        return nvil(step.passes, self.variables)
+    estimator = 'NVIL'
 
 
 class SBNSimpleMuProp(Model):
     """MuProp without the linear term. Report: [ELBO, ELBO of the mean pass]."""
-
-    def estimate(self, step):
-        return simple_muprop(step.passes, self.variables)
+    estimator = 'SimpleMuProp'
 
 
 class SBNMuProp(Model):
     """MuProp. Report: [ELBO, ELBO of the mean pass]."""
-
-    def estimate(self, step):
-        return muprop(step.passes, self.variables)
+    estimator = 'MuProp'
 
 
 class SBNGumbel(Model):
     """Concrete relaxation at a fixed temperature (biased). Report: [hard ELBO, relaxed ELBO]."""
-
-    def estimate(self, step):
-        return concrete(step.passes, self.variables, self.hparams.temperature)
+    estimator = 'Concrete'
 
 
 class SBNRebar(Model):
     """REBAR at a fixed temperature. Report: [ELBO, each eta]."""
-
-    def estimate(self, step):
-        return rebar(step.passes, self.variables, self.hparams.temperature,
-                     self.hparams.quadratic)
-
-    def report(self, step):
-        return step.estimate.report + step.estimate.etas
+    estimator = 'REBAR'
 
 
 class SBNDynamicRebar(Model):
@@ -729,52 +921,93 @@ class SBNDynamicRebar(Model):
 
     Report: [ELBO, temperature, each eta].
     """
+    estimator = 'DynamicREBAR'
     learns_temperature = True
 
-    def estimate(self, step):
-        return dynamic_rebar(step, self.variables, self.hparams.quadratic)
 
-    def report(self, step):
-        return step.estimate.report + [self.temperature] + step.estimate.etas
+class SBNARM(Model):
+    """ARM. Report: [ELBO]."""
+    estimator = 'ARM'
 
 
-def dynamic_rebar(step, variables, quadratic, scope='rebar'):
-    """REBAR at temperature t = exp(w_t), per sample so that d f / d w_t is per sample."""
-    return rebar(step.passes, variables, tf.exp(step.log_temperature)[:, None], quadratic,
-                 log_temperature=step.log_temperature, scope=scope)
+class SBNDisARM(Model):
+    """DisARM. Report: [ELBO]."""
+    estimator = 'DisARM'
+
+
+class SBNRelax(Model):
+    """RELAX, its temperature learned on the variance objective. Report: [ELBO, temperature,
+    eta]."""
+    estimator = 'RELAX'
+    learns_temperature = True
+
+
+class SBNReinforceLOO(Model):
+    """REINFORCE with n_samples >= 2 samples per image, each centred on its image's other
+    samples. Report: [ELBO, rms of the centred signal]."""
+    estimator = 'ReinforceLOO'
 
 
 class SBNTrackGradVariances(Model):
-    """Follows SimpleMuProp and tracks the gradient variance of five estimators on its path.
+    """Follows SimpleMuProp and tracks the gradient variance of other estimators on its path:
+    NVIL, SimpleMuProp, MuProp, DynamicREBAR, REBAR, ARM, DisARM, RELAX and, with
+    n_samples >= 2, ReinforceLOO (with one sample per image it has no other sample to centre
+    on). RELAX learns a temperature of its own, so the followed path's is trained on the
+    REBAR variances alone, as in the released code.
 
-    Report: [ELBO, temperature, d variance / d log t, its square, each estimator's mean squared
-    deviation from the mean gradient, log mean(mean gradient^2)].
+    Report: [ELBO, temperature, d variance / d log t, its square, each tracked estimator's mean
+    squared deviation from the mean gradient (in `tracked` order), log mean(mean gradient^2)].
     """
+    estimator = 'SimpleMuProp'
     learns_temperature = True
-    tracked = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')
+    TRACKED = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR', 'ARM', 'DisARM',
+               'RELAX')
+
+    def __init__(self, hparams, *args, **kwargs):
+        self.tracked = self.TRACKED + (('ReinforceLOO',) if hparams.n_samples >= 2 else ())
+        super(SBNTrackGradVariances, self).__init__(hparams, *args, **kwargs)
+
+    def _tracked_estimate(self, step, name):
+        if name == 'DynamicREBAR':   # its own etas and baseline beside the tracked REBAR's
+            return dynamic_rebar(step, self.variables, self.hparams.quadratic,
+                                 scope='dynamic_rebar')
+        if name == 'RELAX':   # its own temperature, trained with eta and r
+            with tf.variable_scope('relax'):
+                log_t = tf.get_variable(
+                    'log_temperature', [], tf.float32,
+                    tf.constant_initializer(np.log(self.hparams.temperature)), trainable=False,
+                    use_resource=True)
+            est = relax(step, self.variables, self.hparams,
+                        log_t + tf.zeros_like(step.log_temperature))
+            est.cv_vars.append(log_t)
+            return est
+        return ESTIMATORS[name].build(step, self.variables, self.hparams)
 
     def estimate(self, step):
-        passes, hp = step.passes, self.hparams
-        parts = [
-            nvil(passes, self.variables),
-            simple_muprop(passes, self.variables),
-            muprop(passes, self.variables),
-            dynamic_rebar(step, self.variables, hp.quadratic, scope='dynamic_rebar'),
-            rebar(passes, self.variables, hp.temperature, hp.quadratic, scope='rebar'),
-        ]
-        nv, smp, mp, dyn, reb = parts
-        return Estimate(smp.grads, smp.report[:1],
-                        baseline_losses=nv.baseline_losses + smp.baseline_losses
-                        + mp.baseline_losses,
-                        baseline_vars=nv.baseline_vars + smp.baseline_vars + mp.baseline_vars,
-                        cv_vars=dyn.cv_vars + reb.cv_vars,
-                        variance_objective=dyn.variance_objective + reb.variance_objective,
+        parts = [self._tracked_estimate(step, name) for name in self.tracked]
+        followed = parts[self.tracked.index('SimpleMuProp')]
+        with_objective = [p for p in parts if p.variance_objective is not None]
+        return Estimate(followed.grads, [('elbo', followed.report[0])],
+                        baseline_losses=sum([p.baseline_losses for p in parts], []),
+                        baseline_vars=sum([p.baseline_vars for p in parts], []),
+                        cv_vars=sum([p.cv_vars for p in with_objective], []),
+                        variance_objective=tf.add_n([p.variance_objective
+                                                     for p in with_objective]),
                         tracked=[[U.vectorize(p.grads, self.variables)] for p in parts])
+
+    def evaluations_per_image(self):
+        """The followed estimator's passes, and every tracked estimator's (ARM and DisARM
+        share theirs)."""
+        hp = self.hparams
+        relaxed = sum(ESTIMATORS[name].passes(hp) - 1 for name in self.tracked
+                      if name in ('DynamicREBAR', 'REBAR', 'RELAX'))
+        return (2 + hp.n_layer + relaxed) * hp.n_samples
 
     def report(self, step):
         t_grad = step.temperature_grad
-        return step.estimate.report + [self.temperature, t_grad, t_grad * t_grad]
-
+        return [('elbo', step.estimate.report[0]), ('temperature', self.temperature),
+                ('d_variance_d_log_temperature', t_grad),
+                ('d_variance_d_log_temperature_squared', t_grad * t_grad)]
 
 
 def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None):

@@ -10,26 +10,24 @@ over the training set
 
 (one `('NAME', log variance)` line per estimator for SBNTrackGradVariances), and every
 --eval_freq epochs `\\nValid N: [...]` and `Test N: [...]\\n`. Everything else (device choice,
-data notes, progress with steps/s and ETA, checkpoints, resumption) goes to stderr.
+data notes, progress with steps/s and ETA, checkpoints, resumption) goes to stderr, each line
+starting `rebar_train: `, and to the run directory's notes.log.
 
-The run directory (--working_dir) holds hparams.json, metrics.jsonl (one JSON record per epoch
-and per evaluation, with the printed text), log.txt (the stdout lines), TensorBoard event files,
-checkpoints (model.ckpt-STEP.* plus the driver's epoch state model.ckpt-STEP.driver.npz) and
-progress.json, the one file that says which checkpoint is complete. Every file but the event
-files is written to a temporary name and renamed, and progress.json is replaced only after its
-checkpoint is fully on disk, so a kill at any moment leaves the last complete checkpoint usable.
-Rerunning the same command resumes from it; docs/training.md has the details.
+The run directory (--working_dir; its files are described in rundir.py and docs/training.md)
+is locked while a trainer works in it. Rerunning the same command resumes from its last
+complete checkpoint. Flags and hparams are checked before TensorFlow is imported.
 """
 from __future__ import absolute_import, division, print_function
 
 import collections
 import hashlib
 import io
-import json
 import math
 import os
-import re
+import platform
+import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -37,64 +35,86 @@ from absl import app
 from absl import flags
 import numpy as np
 
+import batches
 import config
 import datasets
 import device
-import rebar  # (imports utils, which puts TF 2 in graph mode)
-import tensorflow.compat.v1 as tf
+import records
+import rundir
 
 DEFAULT_MAX_STEPS = 2000000
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# -- flags, each declared once: (name, kind, default, help) -------------------------------------
+FLAG_SPECS = (
+    ('hparams', 'multi_string', [], 'Comma separated name=value pairs (docs/training.md). May be '
+     'given several times: later values win, name by name.'),
+    ('base_hparams', 'string', '', 'hparams that --hparams and the aliases override name by '
+     'name (the launchers give the documented configuration here).'),
+    ('working_dir', 'string', None, 'The run directory. Default: runs/<the hparams that differ '
+     'from the defaults>[.seed_S]. Rerunning with the same directory resumes the run.'),
+    ('data_dir', 'string', None, 'Where the data files are (default: %s, where a fresh '
+     'checkout falls back to the bundled sample). A directory named here must hold the data.'
+     % config.DATA_DIR),
+    ('eval_freq', 'integer', 20, 'Evaluate every this many epochs, and at the end; 0: never.'),
+    ('max_steps', 'integer', DEFAULT_MAX_STEPS, 'Stop after this many training steps.'),
+    ('device', 'enum', 'auto', 'auto: NPU if npu_bridge imports, else GPU if TensorFlow sees '
+     'one, else CPU.', device.DEVICES),
+    ('precision_mode', 'enum', device.DEFAULT_PRECISION_MODE, "NPU only: the graph engine's "
+     'precision mode.', device.PRECISION_MODES),
+    ('static_shapes', 'bool', None, 'Build fixed-shape graphs, one per batch size (the default '
+     'on every device; false: the flexible build).'),
+    ('fast_start', 'bool', False, "CPU/GPU: skip TensorFlow's graph optimizer (start in "
+     'seconds, run each step 10-20% slower); for smoke tests.'),
+    ('seed', 'integer', None, 'Seed for shuffling, binarization and the noise (default: '
+     'unseeded). Part of the run\'s identity: another seed is another run.'),
+    ('checkpoint_secs', 'integer', 300, 'Save a checkpoint at least this often (seconds; 0: '
+     'only on the step count and at the end).'),
+    ('checkpoint_steps', 'integer', 0, 'Also save every this many steps (0: off).'),
+    ('keep_checkpoints', 'integer', 3, 'How many complete checkpoints to keep.'),
+    ('log_every', 'integer', 0, 'Print a progress line (steps/s, images/s, ETA) on stderr every '
+     'this many steps; 0: every --progress_secs instead.'),
+    ('progress_secs', 'integer', 60, 'Seconds between progress lines when --log_every is 0; '
+     '0: none.'),
+    ('threads', 'integer', None, 'CPU/GPU: TensorFlow ops run side by side (default: every '
+     'core). A sweep sets it to its runs\' CPUs.'),
+    ('tf_log', 'bool', False, "Keep TensorFlow's own log lines and warnings (also "
+     'REBAR_TF_LOG=1).'),
+    # The Ascend port's flags, aliases of the above: both given with different values is an error.
+    ('data_path', 'string', None, 'Alias of --data_dir.'),
+    ('batch_size', 'integer', None, 'Alias of --hparams=batch_size=N.'),
+    ('learning_rate', 'float', None, 'Alias of --hparams=learning_rate=X.'),
+    ('steps', 'integer', None, 'Alias of --max_steps.'),
+)
+# Flags that are resolved into others rather than kept as options.
+_INPUT_ONLY = ('hparams', 'base_hparams', 'data_path', 'batch_size', 'learning_rate', 'steps')
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('hparams', '', 'Comma separated list of name=value pairs (see SPEC).')
-flags.DEFINE_string('working_dir', None,
-                    'The run directory. Default: runs/<the hparams that differ from the '
-                    'defaults>. Rerunning with the same directory resumes the run.')
-flags.DEFINE_string('data_dir', None, 'Where the data files are (default: config.DATA_DIR).')
-flags.DEFINE_integer('eval_freq', 20, 'Evaluate every this many epochs, and at the end; 0: '
-                     'never.')
-flags.DEFINE_integer('max_steps', None, 'Stop after this many training steps (default %d).'
-                     % DEFAULT_MAX_STEPS)
-flags.DEFINE_enum('device', 'auto', device.DEVICES,
-                  'auto: NPU if npu_bridge imports, else GPU if TensorFlow sees one, else CPU.')
-flags.DEFINE_enum('precision_mode', device.DEFAULT_PRECISION_MODE, device.PRECISION_MODES,
-                  'NPU only: the graph engine\'s precision mode.')
-flags.DEFINE_bool('static_shapes', None, 'Build fixed-shape graphs, one per batch size (the '
-                  'default on every device; false: the flexible build).')
-flags.DEFINE_bool('fast_start', False, 'CPU/GPU: skip TensorFlow\'s graph optimizer (start in '
-                  'seconds, run each step 10-20% slower); for smoke tests.')
-flags.DEFINE_integer('seed', None, 'Seed for shuffling, binarization and the noise '
-                     '(default: unseeded).')
-flags.DEFINE_integer('checkpoint_secs', 300, 'Save a checkpoint at least this often (seconds; '
-                     '0: only on the step count and at the end).')
-flags.DEFINE_integer('checkpoint_steps', 0, 'Also save every this many steps (0: off).')
-flags.DEFINE_integer('keep_checkpoints', 3, 'How many complete checkpoints to keep.')
-flags.DEFINE_integer('log_every', 0, 'Print a progress line (steps/s, images/s, ETA) on stderr '
-                     'every this many steps; 0: every --progress_secs instead.')
-flags.DEFINE_integer('progress_secs', 60, 'Seconds between progress lines when --log_every is '
-                     '0; 0: none.')
-# The Ascend port's flags, aliases of the above; giving both with different values is an error.
-flags.DEFINE_string('data_path', None, 'Alias of --data_dir.')
-flags.DEFINE_integer('batch_size', None, 'Alias of --hparams=batch_size=N.')
-flags.DEFINE_float('learning_rate', None, 'Alias of --hparams=learning_rate=X.')
-flags.DEFINE_integer('steps', None, 'Alias of --max_steps.')
+for _name, _kind, _default, _help in (s[:4] for s in FLAG_SPECS):
+    if _kind == 'enum':
+        flags.DEFINE_enum(_name, _default, dict((s[0], s[4]) for s in FLAG_SPECS
+                                                if s[1] == 'enum')[_name], _help)
+    else:
+        getattr(flags, 'DEFINE_' + _kind)(_name, _default, _help)
 
-OPTION_FLAGS = ('hparams', 'working_dir', 'data_dir', 'eval_freq', 'max_steps', 'device',
-                'precision_mode', 'static_shapes', 'fast_start', 'seed', 'checkpoint_secs',
-                'checkpoint_steps', 'keep_checkpoints', 'log_every', 'progress_secs',
-                'data_path', 'batch_size', 'learning_rate', 'steps')
+Options = collections.namedtuple('Options', ['hparams'] + [
+    s[0] for s in FLAG_SPECS if s[0] not in _INPUT_ONLY])
+_DEFAULTS = dict((s[0], s[2]) for s in FLAG_SPECS)
 
 
 class UsageError(ValueError):
-    """Flags that cannot describe a run."""
+    """Flags that cannot describe a run, or a run directory that cannot be written."""
 
 
-class RunDirError(RuntimeError):
-    """The run directory belongs to another run, or its state cannot be read."""
+RunDirError = rundir.RunDirError
 
 
 class NonFiniteError(RuntimeError):
     """A training step produced a non-finite loss or gradient."""
+
+
+class WriteError(RuntimeError):
+    """A file of the run could not be written (disk full, read-only, ...)."""
 
 
 class Stopped(RuntimeError):
@@ -106,55 +126,47 @@ class Stopped(RuntimeError):
 
 
 # -- options ------------------------------------------------------------------------------------
-Options = collections.namedtuple('Options', [
-    'hparams', 'working_dir', 'data_dir', 'eval_freq', 'max_steps', 'device', 'precision_mode',
-    'static_shapes', 'fast_start', 'seed', 'checkpoint_secs', 'checkpoint_steps',
-    'keep_checkpoints', 'log_every', 'progress_secs'])
-
-
 def make_options(hparams, **kw):
     """Options with the flags' defaults; `hparams` an HParams."""
-    values = dict(hparams=hparams, working_dir=None, data_dir=None, eval_freq=20,
-                  max_steps=DEFAULT_MAX_STEPS, device='auto',
-                  precision_mode=device.DEFAULT_PRECISION_MODE, static_shapes=None,
-                  fast_start=False, seed=None, checkpoint_secs=300, checkpoint_steps=0,
-                  keep_checkpoints=3, log_every=0, progress_secs=60)
-    unknown = set(kw) - set(values)
+    unknown = set(kw) - set(Options._fields)
     if unknown:
         raise TypeError('Unknown options: %s' % ', '.join(sorted(unknown)))
-    values.update(kw)
+    values = dict((name, _DEFAULTS[name]) for name in Options._fields if name != 'hparams')
+    values.update(kw, hparams=hparams)
     options = Options(**values)
-    _check_options(options)
+    for name in ('eval_freq', 'max_steps', 'checkpoint_secs', 'checkpoint_steps', 'log_every',
+                 'progress_secs'):
+        if getattr(options, name) < 0:
+            raise UsageError('--%s must be >= 0, got %d.' % (name, getattr(options, name)))
+    if options.keep_checkpoints < 1:
+        raise UsageError('--keep_checkpoints must be >= 1, got %d.' % options.keep_checkpoints)
+    if options.threads is not None and options.threads < 1:
+        raise UsageError('--threads must be >= 1, got %d.' % options.threads)
     return options
 
 
-def _check_options(o):
-    for name in ('eval_freq', 'max_steps', 'checkpoint_secs', 'checkpoint_steps', 'log_every',
-                 'progress_secs'):
-        if getattr(o, name) < 0:
-            raise UsageError('--%s must be >= 0, got %d.' % (name, getattr(o, name)))
-    if o.keep_checkpoints < 1:
-        raise UsageError('--keep_checkpoints must be >= 1, got %d.' % o.keep_checkpoints)
+def resolve_options(hparams=(), base_hparams='', data_dir=None, data_path=None,
+                    batch_size=None, learning_rate=None, max_steps=None, steps=None, **others):
+    """Options from flag values (None: not given): `base_hparams`, then each --hparams in turn,
+    then the Ascend port's aliases, applied name by name.
 
-
-def resolve_options(hparams='', data_dir=None, data_path=None, batch_size=None,
-                    learning_rate=None, max_steps=None, steps=None, **others):
-    """Options from flag values (None: not given), with the Ascend port's aliases merged.
-
-    An alias and its flag (or the hparam in --hparams) given with different values is a
+    An alias and its flag (or the same hparam in --hparams) given with different values is a
     UsageError, as are hparams that config refuses.
     """
-    spec = hparams or ''
-    named = set(item.split('=', 1)[0].strip() for item in spec.split(',') if '=' in item)
+    specs = [hparams] if isinstance(hparams, str) else list(hparams or ())
     try:
-        hp = config.parse_hparams(spec)
+        hp = config.parse_hparams(base_hparams or '')
+        named = {}
+        for spec in specs:
+            hp = config.parse_hparams(spec, base=hp)
+            named.update((k, getattr(hp, k)) for k in config.named_in(spec))
         overrides = {}
         for name, value in (('batch_size', batch_size), ('learning_rate', learning_rate)):
             if value is None:
                 continue
-            if name in named and getattr(hp, name) != value:
+            if name in named and named[name] != value:
                 raise UsageError('--%s=%s conflicts with %s=%s in --hparams; give it once.'
-                                 % (name, value, name, getattr(hp, name)))
+                                 % (name, value, name, named[name]))
             overrides[name] = value
         if overrides:
             hp = hp.replace(**overrides)
@@ -162,9 +174,15 @@ def resolve_options(hparams='', data_dir=None, data_path=None, batch_size=None,
         raise
     except ValueError as e:   # config's refusals, which name the fix
         raise UsageError(str(e))
+    if max_steps == DEFAULT_MAX_STEPS:
+        max_steps = None   # the flag's default: --steps may set it
     return make_options(hp, data_dir=_one_of('data_dir', data_dir, 'data_path', data_path),
                         max_steps=_one_of('max_steps', max_steps, 'steps', steps,
                                           DEFAULT_MAX_STEPS), **others)
+
+
+def options_from_flags(flag_values):
+    return resolve_options(**dict((s[0], flag_values[s[0]].value) for s in FLAG_SPECS))
 
 
 def _one_of(name, value, alias, alias_value, default=None):
@@ -177,110 +195,25 @@ def _one_of(name, value, alias, alias_value, default=None):
     return default
 
 
-def default_run_dir(hparams):
+def identity(options):
+    """What makes a run this run: its hparams and its seed (stored in hparams.json)."""
+    values = options.hparams.values()
+    values['seed'] = options.seed
+    return values
+
+
+IDENTITY_DEFAULTS = dict(config.DEFAULTS, seed=None)
+
+
+def default_run_dir(hparams, seed=None):
     """runs/ + the hparams that differ from the defaults, as the reference names runs
-    ("name_value" joined by ".", sorted); a digest replaces the tail of a long name."""
+    ("name_value" joined by ".", sorted), + ".seed_S" for a seeded run; a digest replaces the
+    tail of a long name."""
     items = sorted((k, v) for k, v in hparams.values().items() if config.DEFAULTS[k] != v)
     name = '.'.join('%s_%s' % kv for kv in items) or 'defaults'
     if len(name) > 120:
         name = name[:110] + '.' + hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]
-    return os.path.join('runs', name)
-
-
-# -- files ----------------------------------------------------------------------------------------
-def atomic_write(path, data):
-    """Writes `data` (str or bytes) to a temporary file beside `path`, then renames it."""
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    with open(tmp, 'wb') as f:
-        f.write(data.encode('utf-8') if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class RunDir(object):
-    """The files of one run. Nothing here writes before `check_hparams` has passed."""
-
-    HPARAMS = 'hparams.json'
-    METRICS = 'metrics.jsonl'
-    LOG = 'log.txt'
-    STATE = 'progress.json'
-    PREFIX = 'model.ckpt'
-    _CKPT = re.compile(r'^model\.ckpt-(\d+)\.')
-
-    def __init__(self, path):
-        self.path = path
-
-    def join(self, name):
-        return os.path.join(self.path, name)
-
-    def check_hparams(self, hparams):
-        """Raises RunDirError if the directory holds a run with other hparams."""
-        path = self.join(self.HPARAMS)
-        if not os.path.exists(path):
-            return
-        try:
-            with open(path) as f:
-                stored = json.load(f)
-        except (IOError, ValueError) as e:
-            raise RunDirError('%s cannot be read (%s); refusing to touch this run directory.'
-                              % (path, e))
-        current = hparams.values()
-        names = list(current) + [k for k in stored if k not in current]
-        diffs = ['%s=%s there, %s now' % (k, stored.get(k, config.DEFAULTS.get(k, '(unset)')),
-                                          current.get(k, '(unknown)'))
-                 for k in names
-                 if stored.get(k, config.DEFAULTS.get(k)) != current.get(k)]
-        if diffs:
-            raise RunDirError(
-                '%s holds a run with other hparams (%s). Nothing was changed. Resume it with '
-                'its own hparams (see its hparams.json) or give another --working_dir.'
-                % (self.path, '; '.join(diffs)))
-
-    def write_hparams(self, hparams):
-        if not os.path.exists(self.join(self.HPARAMS)):
-            atomic_write(self.join(self.HPARAMS), json.dumps(hparams.values()) + '\n')
-
-    def read_state(self):
-        """progress.json as a dict, or None before the first checkpoint."""
-        path = self.join(self.STATE)
-        if not os.path.exists(path):
-            return None
-        try:
-            with open(path) as f:
-                state = json.load(f)
-            int(state['step']), state['checkpoint'], list(state['checkpoints'])
-        except (IOError, ValueError, KeyError, TypeError) as e:
-            raise RunDirError('%s cannot be read (%s). It is written atomically, so this run '
-                              'directory was changed by hand; restore it or start another.'
-                              % (path, e))
-        return state
-
-    def write_state(self, state):
-        atomic_write(self.join(self.STATE), json.dumps(state, indent=1) + '\n')
-
-    def remove_orphans(self, keep):
-        """Deletes checkpoint files not in `keep` (prefix basenames) and leftover temp files:
-        what a kill during a save or a prune leaves behind."""
-        removed = []
-        for name in sorted(os.listdir(self.path)):
-            match = self._CKPT.match(name)
-            orphan_ckpt = match and ('%s-%s' % (self.PREFIX, match.group(1))) not in keep
-            if orphan_ckpt or '.tmp-' in name or 'tempstate' in name:
-                os.remove(self.join(name))
-                removed.append(name)
-        return removed
-
-    def read_records(self):
-        path = self.join(self.METRICS)
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-    def write_records(self, records):
-        atomic_write(self.join(self.METRICS), ''.join(json.dumps(r) + '\n' for r in records))
-        atomic_write(self.join(self.LOG), ''.join(r['text'] + '\n' for r in records))
+    return os.path.join('runs', name + ('' if seed is None else '.seed_%d' % seed))
 
 
 # -- the reference's lines -------------------------------------------------------------------------
@@ -297,235 +230,246 @@ def eval_text(step, valid, test):
     return '\nValid %d: %s\nTest %d: %s\n' % (step, str(valid), step, str(test))
 
 
-def scalar_summary(tag, value):
-    return tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))])
+def _duration(seconds):
+    if not math.isfinite(seconds):
+        return '?'
+    seconds = int(round(seconds))
+    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
-# -- one pass over the training set ----------------------------------------------------------------
-class Epoch(object):
-    """A shuffled pass over the training set and the per-step numbers seen in it so far."""
+def _git_commit():
+    try:
+        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, universal_newlines=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
-    def __init__(self, order, batch_size, n_batches):
-        self.order, self.batch_size, self.n_batches = order, batch_size, n_batches
-        self.batch = 0
-        self.reports, self.variances, self.temperatures = [], [], []
+
+# -- pieces of the loop ----------------------------------------------------------------------------
+class Progress(object):
+    """Progress lines on stderr: steps/s and images/s over training time only, and an ETA."""
+
+    def __init__(self, options, batch_size, note):
+        self.options, self.batch_size, self.note = options, batch_size, note
+
+    def start(self, step):
+        self.step_time, self.step, self.time = 0.0, step, time.time()
+
+    def after_step(self, step, seconds, where):
+        """`where`: (epoch, batch, batches per epoch)."""
+        self.step_time += seconds
+        o = self.options
+        steps = step - self.step
+        if o.log_every:
+            due = steps >= o.log_every
+        else:
+            due = bool(o.progress_secs) and time.time() - self.time >= o.progress_secs
+        if not due or self.step_time <= 0:
+            return
+        rate = steps / self.step_time
+        self.note('progress: step %d of %d, epoch %d (batch %d of %d), %.2f steps/s, '
+                  '%.1f images/s, ETA %s'
+                  % ((step, o.max_steps) + where
+                     + (rate, rate * self.batch_size, _duration((o.max_steps - step) / rate))))
+        self.start(step)
+
+
+class Checkpoints(object):
+    """Saves checkpoints into the run directory and commits them: the TensorFlow files and the
+    driver's epoch state first, then progress.json (the commit point), then old ones pruned."""
+
+    def __init__(self, run_dir, options, kept, note):
+        self.run_dir, self.options, self.kept, self.note = run_dir, options, list(kept), note
+        self.last_time = time.time()
 
     @property
-    def done(self):
-        return self.batch >= self.n_batches
+    def latest(self):
+        return self.kept[-1] if self.kept else None
 
-    def next_indices(self):
-        start = self.batch * self.batch_size
-        return self.order[start:start + self.batch_size]
+    def due(self, step):
+        o = self.options
+        if o.checkpoint_steps and step % o.checkpoint_steps == 0:
+            return True
+        return bool(o.checkpoint_secs) and time.time() - self.last_time >= o.checkpoint_secs
 
-    def add(self, report, variance, temperature):
-        self.batch += 1
-        self.reports.append(report)
-        self.variances.append(variance)
-        self.temperatures.append(temperature)
+    def save(self, session, step, driver_arrays):
+        name = rundir.checkpoint_name(step)
+        if self.latest == name:
+            return
+        try:
+            session.save(self.run_dir.join(name))
+            buf = io.BytesIO()
+            np.savez(buf, **driver_arrays)
+            rundir.atomic_write(self.run_dir.driver_state_path(name), buf.getvalue())
+            kept = (self.kept + [name])[-self.options.keep_checkpoints:]
+            self.run_dir.commit(step, kept)
+        except EnvironmentError as e:
+            raise WriteError('could not save checkpoint %s in %s (%s). %s'
+                             % (name, self.run_dir.path, _reason(e), self.resume_hint()))
+        self.run_dir.remove_checkpoints(set(self.kept) - set(kept))
+        self.kept = kept
+        self.last_time = time.time()
+        self.note('checkpoint %s saved' % name)
 
-    def to_arrays(self, rng):
-        name, keys, pos, has_gauss, cached = rng.get_state()
-        return dict(order=self.order, batch=self.batch, batch_size=self.batch_size,
-                    n_batches=self.n_batches,
-                    reports=np.array(self.reports, np.float32),
-                    variances=np.array(self.variances, np.float32),
-                    temperatures=np.array(self.temperatures, np.float32),
-                    rng_name=np.array(name), rng_keys=keys, rng_pos=pos,
-                    rng_has_gauss=has_gauss, rng_cached=cached)
-
-    @classmethod
-    def from_arrays(cls, arrays, rng):
-        epoch = cls(arrays['order'], int(arrays['batch_size']), int(arrays['n_batches']))
-        epoch.batch = int(arrays['batch'])
-        epoch.reports = list(arrays['reports'])
-        epoch.variances = list(arrays['variances'])
-        epoch.temperatures = list(arrays['temperatures'])
-        rng.set_state((str(arrays['rng_name']), arrays['rng_keys'], int(arrays['rng_pos']),
-                       int(arrays['rng_has_gauss']), float(arrays['rng_cached'])))
-        return epoch
-
-
-def batches_per_epoch(n, batch_size):
-    """Full batches, plus the reference's last partial batch unless it holds one image, which
-    REINFORCE's leave-one-out baseline cannot centre. (With static shapes the partial batch has
-    its own graph.)"""
-    full, rest = divmod(n, batch_size)
-    return full + (1 if rest >= 2 else 0)
+    def resume_hint(self):
+        if self.latest:
+            return ('The last good checkpoint, %s, is kept: free space or fix the directory, '
+                    'then rerun the same command to resume from it.' % self.latest)
+        return 'No checkpoint was saved yet: fix the directory and rerun to start again.'
 
 
-class DeviceBatches(object):
-    """The training set held in the session, and each step's batch taken from it there, so that
-    a training step feeds nothing (a fed call costs a fixed ~0.2 ms; light models' steps run
-    20-45% faster without it, docs/performance.md). Static shapes only.
+def _describe_data(data):
+    """What provenance.json says of the data: the data set's description and each file read
+    (path, size, SHA-256); arrays given by a caller have neither."""
+    return collections.OrderedDict([
+        ('description', getattr(data, 'description', 'arrays given by the caller')),
+        ('files', [collections.OrderedDict(zip(('path', 'size', 'sha256'), source))
+                   for source in getattr(data, 'sources', ())])])
 
-    The epoch's order and the global step at which its first batch is taken are loaded once
-    an epoch; a step's batch is order[(step - start) * batch_size:][:n], binarised on the
-    device when `dynamic_b` (with TensorFlow's generator, like the noise).
-    """
 
-    def __init__(self, n_images, n_input, batch_size, dynamic_b):
-        self.batch_size, self.dynamic_b = batch_size, dynamic_b
-        self.data_in = tf.placeholder(tf.float32, [n_images, n_input], 'training_set')
-        self.order_in = tf.placeholder(tf.int32, [n_images], 'epoch_order')
-        self.start_in = tf.placeholder(tf.int64, [], 'epoch_start')
-        # outside every collection: neither checkpointed nor initialised with the model
-        self.data = tf.Variable(self.data_in, trainable=False, collections=[],
-                                use_resource=True, name='training_set')
-        self.order = tf.Variable(self.order_in, trainable=False, collections=[],
-                                 use_resource=True, name='epoch_order')
-        self.start = tf.Variable(self.start_in, trainable=False, collections=[],
-                                 use_resource=True, name='epoch_start')
-        self.load_op = tf.group(self.order.assign(self.order_in),
-                                self.start.assign(self.start_in))
-
-    def images(self, n_images):
-        """The [n_images, n_input] batch of the current step (before its update)."""
-        step = tf.train.get_global_step().read_value()
-        first = tf.cast(step - self.start.read_value(), tf.int32) * self.batch_size
-        xs = tf.gather(self.data, tf.slice(self.order, [first], [n_images]))
-        if self.dynamic_b:
-            xs = tf.cast(tf.random_uniform(xs.shape) < xs, tf.float32)
-        return xs
-
-    def initialize(self, sess, train_xs):
-        sess.run([self.data.initializer, self.order.initializer, self.start.initializer],
-                 {self.data_in: train_xs, self.order_in: np.arange(len(train_xs)),
-                  self.start_in: 0})
-
-    def load(self, sess, order, start_step):
-        sess.run(self.load_op, {self.order_in: order, self.start_in: start_step})
+def _reason(error):
+    return getattr(error, 'strerror', None) or str(error).strip().split('\n')[0]
 
 
 # -- the trainer -----------------------------------------------------------------------------------
 class Trainer(object):
-    """Builds the model for `options` in its own graph and session, resuming the run directory.
+    """One run: its directory (checked, locked), data, graph and session, resumed from the last
+    complete checkpoint. `train()` is the main loop.
 
-    `data`: (train, valid, test) arrays instead of loading them for the task. `out`/`err`: the
-    streams for the reference's lines and for everything else.
+    `data`: (train, valid, test) arrays instead of loading them. `out`/`err`: the streams for the
+    reference's lines and for everything else. `label`/`fix`: how messages name the run
+    directory and what they tell the user to do about another run's directory (the ModelArts
+    boot file names its --train_url).
     """
 
-    def __init__(self, options, data=None, out=None, err=None):
-        self.options = options
+    def __init__(self, options, data=None, out=None, err=None, label=None,
+                 fix='give another --working_dir'):
+        self.options = o = options
         self.hp = hp = options.hparams
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
-        self.run_dir = RunDir(options.working_dir or default_run_dir(hp))
+        self.out, self.err = out or sys.stdout, err or sys.stderr
+        self.run_dir = rundir.RunDir(o.working_dir or default_run_dir(hp, o.seed), label)
+        self.notes = self.session = None
         # Refusals first: nothing is written before these pass.
-        self.run_dir.check_hparams(hp)
-        state = self.run_dir.read_state() if os.path.isdir(self.run_dir.path) else None
-        self.backend = device.choose(options.device, options.precision_mode,
-                                     options.fast_start, log=self.note)
-        self.static_shapes = (self.backend.static_shapes if options.static_shapes is None
-                              else options.static_shapes)
+        self.run_dir.check_identity(identity(o), IDENTITY_DEFAULTS, fix)
+        state = self.run_dir.read_state() if self.run_dir.exists() else None
+        old_records = self.run_dir.read_records() if self.run_dir.exists() else []
+        self._created = self._open_run_dir()
+        self.fresh = state is None and not old_records
+        try:
+            self._start(state, old_records, data)
+        except BaseException:
+            self.close(discard=self.fresh)
+            raise
+
+    def _open_run_dir(self):
+        """Creates (if need be) and locks the run directory, before data and graph: a directory
+        that cannot be written is refused now, not after minutes of set-up."""
+        path = self.run_dir.path
+        created = not os.path.isdir(path)
+        try:
+            if created:
+                os.makedirs(path)
+            self._lock = self.run_dir.lock()
+            self.notes = open(self.run_dir.join(rundir.NOTES), 'a')
+        except EnvironmentError as e:
+            raise UsageError('cannot write the run directory %s (%s). Give a --working_dir in a '
+                             'writable place.' % (path, _reason(e)))
+        return created
+
+    def _start(self, state, old_records, data):
+        o, hp = self.options, self.hp
+        self.started = time.time()
+        tf = device.import_tensorflow(o.tf_log)
+        backend = device.choose(o.device, o.precision_mode, o.fast_start, log=self.note,
+                                threads=o.threads)
         if data is None:
-            data = datasets.load_data(hp.task, hp.dynamic_b, options.data_dir)
+            data = datasets.load_data(config.dataset_of(hp), hp.dynamic_b, o.data_dir)
+        self.data_sources = _describe_data(data)
         self.train_xs, self.valid_xs, self.test_xs = data
-        self.n_batches = batches_per_epoch(len(self.train_xs), hp.batch_size)
+        self.n_batches = batches.batches_per_epoch(len(self.train_xs), hp.batch_size)
         if self.n_batches < 1:
             raise UsageError('The training set (%d images) holds no batch of %d.'
                              % (len(self.train_xs), hp.batch_size))
-
         if state:
             self._check_resumable(state)
 
         self.say(str(dict(hp.values())))
-        if not os.path.isdir(self.run_dir.path):
-            os.makedirs(self.run_dir.path)
-        self.run_dir.write_hparams(hp)
+        self.run_dir.write_hparams(identity(o))
         self.start_step = state['step'] if state else 0
+        self.sessions = (self.run_dir.read_provenance() or {}).get('sessions', [])
+        self.sessions.append(self._provenance(tf, backend))
+        self.run_dir.write_provenance({'sessions': self.sessions})
         removed = self.run_dir.remove_orphans(set(state['checkpoints']) if state else set())
         if removed:
             self.note('removed %d unfinished checkpoint or temporary file(s): %s'
                       % (len(removed), ', '.join(removed)))
         # Records after the checkpoint belong to the lost interval: it is trained again.
-        records = self.run_dir.read_records()
-        self.records = [r for r in records if r['step'] <= self.start_step]
-        if len(self.records) != len(records):
-            self.note('dropped %d metrics record(s) after step %d (redone from the checkpoint)'
-                      % (len(records) - len(self.records), self.start_step))
+        self.records = [r for r in old_records if r['step'] <= self.start_step]
+        if len(self.records) != len(old_records):
+            self.note('dropped %d metrics record(s) after step %d (%s)'
+                      % (len(old_records) - len(self.records), self.start_step,
+                         'redone from the checkpoint' if state else
+                         'no checkpoint was saved: training starts again from step 0'))
             self.run_dir.write_records(self.records)
-        evals = [r['step'] for r in self.records if r['kind'] == 'eval']
+        evals = [r['step'] for r in self.records if r['kind'] == records.EVAL]
         self.last_eval_step = evals[-1] if evals else None
 
-        self._build(np.mean(self.train_xs, axis=0))
-        self.rng = np.random.RandomState(options.seed)
-        self.writer = tf.summary.FileWriter(self.run_dir.path)
+        import session   # TensorFlow's side, imported once the run is known to be good
+        n, batch_size = len(self.train_xs), hp.batch_size
+        seed = o.seed
+        self.session = session.RunSession(
+            hp, backend, self.train_xs,
+            batch_sizes={min(batch_size, n - i * batch_size) for i in range(self.n_batches)},
+            static_shapes=(backend.static_shapes if o.static_shapes is None
+                           else o.static_shapes),
+            evaluates=o.eval_freq > 0,
+            # a resumed run draws fresh noise rather than replaying the first steps' noise
+            random_seed=(None if seed is None
+                         else (seed * 1000003 + self.start_step) % (2 ** 31 - 1)),
+            log_dir=self.run_dir.path)
+        self.rng = np.random.RandomState(seed)
+        # TensorBoard drops the events of an earlier, killed process after this run's start
+        self.session.restart_marker(self.start_step + 1)
+        self.checkpoints = Checkpoints(self.run_dir, o, state['checkpoints'] if state else [],
+                                       self.note)
         if state:
             self._use_epoch(self._restore(state), state['step'])
-            # TensorBoard drops the killed run's events from this step on (it keeps those
-            # before), i.e. those after the checkpoint.
-            self.writer.add_session_log(tf.SessionLog(status=tf.SessionLog.START),
-                                        self.start_step + 1)
         else:
-            self.sess.run(self.init_op)
+            self.session.initialize()
             self._use_epoch(self._new_epoch(), 0)
         self.step = self.start_step
-        self.checkpoints = list(state['checkpoints']) if state else []
+        self.progress = Progress(o, hp.batch_size, self.note)
         self._stop_signal = None
 
-    # -- set-up ----------------------------------------------------------------------------------
-    def _build(self, mean_xs):
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            if self.options.seed is not None:
-                # A resumed run draws fresh noise rather than replaying the first steps' noise.
-                tf.set_random_seed((self.options.seed * 1000003 + self.start_step) % (2 ** 31 - 1))
-            self.batches = None
-            if self.static_shapes:
-                self.batches = DeviceBatches(len(self.train_xs), self.hp.n_input,
-                                             self.hp.batch_size, self.hp.dynamic_b)
-            self.model = model = rebar.build_model(
-                self.hp, mean_xs, static_shapes=self.static_shapes,
-                images=self.batches.images if self.batches else None)
-            self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
-            self.init_op = tf.global_variables_initializer()
-        # With static shapes, the epoch's partial batch and evaluation have graphs of their
-        # own, built when first needed (start-up does not wait for them); the graph is
-        # finalized once every graph the run needs exists.
-        n, batch_size = len(self.train_xs), self.hp.batch_size
-        self.batch_sizes = {min(batch_size, n - i * batch_size) for i in range(self.n_batches)}
-        if not self.static_shapes:   # one graph serves every batch and evaluation
-            with self.graph.as_default():
-                model.eval_report
-        self.sess = tf.Session(graph=self.graph, config=self.backend.session_config)
-        if self.batches:
-            self.batches.initialize(self.sess, self.train_xs)
-        self.step_fns = {}
-        self.eval_built = not self.static_shapes
-        self._finalize_when_built()
+    def _provenance(self, tf, backend):
+        return collections.OrderedDict([
+            ('command', [sys.executable] + sys.argv), ('cwd', os.getcwd()),
+            ('host', platform.node()), ('python', platform.python_version()),
+            ('tensorflow', tf.__version__), ('numpy', np.__version__),
+            ('device', backend.name), ('git_commit', _git_commit()),
+            ('data', self.data_sources), ('start_step', self.start_step),
+            ('started', self.started), ('ended', None), ('end_step', None),
+            ('outcome', None)])
 
-    def _step_fn(self, n_images):
-        """The training step for a batch of n_images, as a session callable (which skips
-        sess.run's per-call parsing of fetches and feeds)."""
-        if n_images not in self.step_fns:
-            with self.graph.as_default():
-                t = self.model.training(n_images)
-            self.step_fns[n_images] = self.sess.make_callable(
-                (t.report, t.grad_variance, t.step_after, self.model.temperature,
-                 t.grads_finite), feed_list=[] if self.batches else [t.x])
-            self._finalize_when_built()
-        return self.step_fns[n_images]
+    def _end_provenance(self, outcome):
+        if not getattr(self, 'sessions', None):
+            return
+        self.sessions[-1].update(ended=time.time(), end_step=self.step, outcome=outcome)
+        self.run_dir.write_provenance({'sessions': self.sessions})
 
-    def _finalize_when_built(self):
-        built = set(self.step_fns) | {self.hp.batch_size}
-        evaluates = self.options.eval_freq > 0
-        if ((self.eval_built or not evaluates)
-                and (not self.static_shapes or self.batch_sizes <= built)):
-            self.graph.finalize()
-
+    # -- the epoch and its batches ------------------------------------------------------------
     def _use_epoch(self, epoch, step):
         """Makes `epoch` current; its next batch is taken at global step `step`."""
         self.epoch = epoch
-        if self.batches:
-            self.batches.load(self.sess, epoch.order, step - epoch.batch)
+        self.session.load_epoch(epoch.order, step - epoch.batch)
 
     def _new_epoch(self):
-        order = self.rng.permutation(len(self.train_xs))
-        return Epoch(order, self.hp.batch_size, self.n_batches)
+        return batches.Epoch(self.rng.permutation(len(self.train_xs)), self.hp.batch_size,
+                             self.n_batches)
 
     def _driver_state(self, state):
-        path = self.run_dir.join(state['checkpoint'] + '.driver.npz')
+        path = self.run_dir.driver_state_path(state['checkpoint'])
         try:
             with np.load(path, allow_pickle=False) as arrays:
                 return dict(arrays.items())
@@ -545,15 +489,13 @@ class Trainer(object):
 
     def _restore(self, state):
         prefix = self.run_dir.join(state['checkpoint'])
-        self.saver.restore(self.sess, prefix)
-        step = int(self.sess.run(self.model.global_step))
+        step, temperature = self.session.restore(prefix)
         if step != state['step']:
             raise RunDirError('%s holds step %d but %s says %d.'
-                              % (prefix, step, RunDir.STATE, state['step']))
-        epoch = Epoch.from_arrays(self._driver_state(state), self.rng)
+                              % (prefix, step, rundir.STATE, state['step']))
         self.note('resumed from %s at step %d (temperature %r)'
-                  % (state['checkpoint'], step, float(self.sess.run(self.model.temperature))))
-        return epoch
+                  % (state['checkpoint'], step, float(temperature)))
+        return batches.Epoch.from_arrays(self._driver_state(state), self.rng)
 
     def restore_latest(self):
         """Restores the last complete checkpoint into the session (and the epoch state)."""
@@ -561,42 +503,58 @@ class Trainer(object):
         self._use_epoch(self._restore(state), state['step'])
         self.step = state['step']
 
-    # -- output ----------------------------------------------------------------------------------
+    # -- output --------------------------------------------------------------------------------
     def say(self, text):
         """A line of the reference's output (stdout)."""
         self.out.write(text + '\n')
         self.out.flush()
 
     def note(self, text):
-        """Anything else (stderr)."""
-        self.err.write('rebar_train: %s\n' % text)
+        """Anything else: stderr, and the run's notes.log."""
+        line = 'rebar_train: %s\n' % text
+        self.err.write(line)
         self.err.flush()
+        if self.notes is not None:
+            self.notes.write(time.strftime('%Y-%m-%d %H:%M:%S ') + line)
+            self.notes.flush()
 
     def _record(self, record):
-        record['time'] = time.time()
         self.records.append(record)
         self.run_dir.write_records(self.records)
         self.say(record['text'])
 
-    # -- training --------------------------------------------------------------------------------
+    # -- training ------------------------------------------------------------------------------
     def train(self):
         """Trains to options.max_steps; returns the final step."""
         o = self.options
         if self.step >= o.max_steps:
             self.note('step %d already reaches --max_steps=%d: nothing to do.'
                       % (self.step, o.max_steps))
+            self._end_provenance('finished')
             return self.step
         handlers = self._catch_signals()
+        outcome = 'failed'
         try:
             self._loop()
+            outcome = 'finished'
+        except Stopped:
+            outcome = 'stopped'
+            raise
+        except EnvironmentError as e:
+            raise WriteError('could not write the run directory %s (%s). %s'
+                             % (self.run_dir.path, _reason(e), self.checkpoints.resume_hint()))
         finally:
             self._restore_signals(handlers)
+            if self.step > self.start_step or not self.fresh:
+                self._end_provenance(outcome)
+            else:
+                self.fresh_failure = True
         return self.step
 
     def _loop(self):
         o = self.options
-        self.last_checkpoint_time = time.time()
-        self._progress_start(self.step)
+        self.checkpoints.last_time = time.time()
+        self.progress.start(self.step)
         while self.step < o.max_steps:
             if self._stop_signal:
                 self.checkpoint()
@@ -604,25 +562,26 @@ class Trainer(object):
                               'the same command to resume.' % (self._stop_signal, self.step),
                               self._stop_signal)
             indices = self.epoch.next_indices()
-            inputs = []
-            if not self.batches:   # the flexible build: the batch is fed
-                xs = self.train_xs[indices]
+            if self.session.batches:   # static shapes: the batch is taken in the session
+                batch = len(indices)
+            else:
+                batch = self.train_xs[indices]
                 if self.hp.dynamic_b:
-                    xs = (self.rng.rand(*xs.shape) < xs).astype(np.float32)
-                inputs = [xs]
+                    batch = (self.rng.rand(*batch.shape) < batch).astype(np.float32)
             started = time.time()
-            report, variance, step, temperature, finite = self._step_fn(len(indices))(*inputs)
-            self.step_time += time.time() - started
+            report, variance, step, temperature, finite = self.session.step(batch)
+            seconds = time.time() - started
             report = np.array(report)
             if not finite or not np.all(np.isfinite(report)):
                 self._non_finite(int(step), report, finite)
             self.step = int(step)
             self.epoch.add(report, variance, temperature)
-            self._maybe_progress()
+            self.progress.after_step(self.step, seconds, (self.epoch_index(), self.epoch.batch,
+                                                          self.n_batches))
             if self.epoch.done:
                 self._end_epoch()
                 self._use_epoch(self._new_epoch(), self.step)
-            if self._checkpoint_due():
+            if self.checkpoints.due(self.step):
                 self.checkpoint()
         if self.epoch.reports:   # the partial epoch at --max_steps
             self._end_epoch(partial=True)
@@ -630,46 +589,41 @@ class Trainer(object):
             self._evaluate()
         self.checkpoint()
 
+    def checkpoint(self):
+        self.checkpoints.save(self.session, self.step, self.epoch.to_arrays(self.rng))
+
     def _non_finite(self, step, report, grads_finite):
         what = []
         if not np.all(np.isfinite(report)):
             what.append('report %s' % report)
         if not grads_finite:
             what.append('a gradient')
-        if self.checkpoints:
+        if self.checkpoints.latest:
             last = ('the last good checkpoint, %s, is kept; rerun to resume from it after '
-                    'lowering learning_rate or checking the data' % self.checkpoints[-1])
+                    'lowering learning_rate or checking the data' % self.checkpoints.latest)
         else:
             last = 'no checkpoint was saved yet'
-        self.writer.flush()
         raise NonFiniteError('step %d: non-finite %s. Training stopped; %s.'
                              % (step, ' and '.join(what), last))
 
     def _end_epoch(self, partial=False):
-        ep = self.epoch
+        ep, tracked = self.epoch, self.session.tracked
         mean_report = np.mean(ep.reports, axis=0)
         log_variance = np.log(np.mean(ep.variances, axis=0))
         temperature = float(np.mean(ep.temperatures))
-        tracked = self.model.tracked
         epoch = self.epoch_index()
-        record = collections.OrderedDict([
-            ('kind', 'train'), ('step', self.step), ('epoch', epoch), ('partial', partial),
-            ('steps', len(ep.reports)), ('report', mean_report.tolist()),
-            ('log_grad_variance', (dict(zip(tracked, log_variance.tolist())) if tracked
-                                   else float(log_variance))),
-            ('temperature', temperature),
-            ('text', epoch_text(self.step, mean_report, log_variance, tracked))])
-        self._record(record)
-        summaries = [scalar_summary('Train ELBO', mean_report[0]),
-                     scalar_summary('Temperature', temperature)]
+        self._record(records.train_record(
+            self.step, epoch, partial, len(ep.reports), mean_report,
+            self.session.model.report_names,
+            (dict(zip(tracked, log_variance.tolist())) if tracked else float(log_variance)),
+            temperature, epoch_text(self.step, mean_report, log_variance, tracked)))
+        scalars = [('Train ELBO', mean_report[0]), ('Temperature', temperature)]
         if tracked:
-            summaries += [scalar_summary('log grad variance/%s' % name, v)
-                          for name, v in zip(tracked, log_variance)]
+            scalars += [('log grad variance/%s' % name, v)
+                        for name, v in zip(tracked, log_variance)]
         else:
-            summaries.append(scalar_summary('log grad variance', log_variance))
-        for summary in summaries:
-            self.writer.add_summary(summary, self.step)
-        self.writer.flush()
+            scalars.append(('log grad variance', log_variance))
+        self.session.scalars(scalars, self.step)
         if not partial and self.options.eval_freq and epoch % self.options.eval_freq == 0:
             self._evaluate()
 
@@ -683,91 +637,20 @@ class Trainer(object):
         return self.step // self.n_batches
 
     def evaluate(self, xs):
-        """The reference's evaluation: np.mean over groups of 5 images of partial_eval."""
-        if not self.eval_built:
-            with self.graph.as_default():
-                self.model.eval_report
-            self.eval_built = True
-            self._finalize_when_built()
-        group = rebar.EVAL_GROUP
-        return np.mean([self.model.partial_eval(self.sess, xs[i:i + group])
-                        for i in range(0, len(xs), group)], axis=0)
+        return self.session.evaluate(xs)
 
     def _evaluate(self):
         started = time.time()
         valid, test = self.evaluate(self.valid_xs), self.evaluate(self.test_xs)
-        epoch = self.epoch_index()
-        self._record(collections.OrderedDict([
-            ('kind', 'eval'), ('step', self.step), ('epoch', epoch),
-            ('valid', valid.tolist()), ('test', test.tolist()),
-            ('text', eval_text(self.step, valid, test))]))
+        self._record(records.eval_record(self.step, self.epoch_index(), valid, test,
+                                         self.session.model.eval_report_names,
+                                         eval_text(self.step, valid, test)))
         self.last_eval_step = self.step
-        self.writer.add_summary(scalar_summary('Valid bound', valid[0]), self.step)
-        self.writer.add_summary(scalar_summary('Test bound', test[0]), self.step)
-        self.writer.flush()
+        self.session.scalars([('Valid bound', valid[0]), ('Test bound', test[0])], self.step)
         self.note('evaluated %d + %d images in %.1f s'
                   % (len(self.valid_xs), len(self.test_xs), time.time() - started))
 
-    # -- checkpoints -------------------------------------------------------------------------------
-    def _checkpoint_due(self):
-        o = self.options
-        if o.checkpoint_steps and self.step % o.checkpoint_steps == 0:
-            return True
-        return bool(o.checkpoint_secs) and (time.time() - self.last_checkpoint_time
-                                            >= o.checkpoint_secs)
-
-    def checkpoint(self):
-        """Saves model.ckpt-STEP and the epoch state, then commits them in progress.json."""
-        name = '%s-%d' % (RunDir.PREFIX, self.step)
-        if self.checkpoints and self.checkpoints[-1] == name:
-            return
-        prefix = self.run_dir.join(name)
-        self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
-        buf = io.BytesIO()
-        np.savez(buf, **self.epoch.to_arrays(self.rng))
-        atomic_write(prefix + '.driver.npz', buf.getvalue())
-        kept = (self.checkpoints + [name])[-self.options.keep_checkpoints:]
-        self.run_dir.write_state(collections.OrderedDict([
-            ('step', self.step), ('checkpoint', name), ('checkpoints', kept),
-            ('time', time.time())]))   # the commit point
-        # TensorFlow's own pointer (a CheckpointState in text form), for
-        # tf.train.latest_checkpoint and other tools.
-        atomic_write(self.run_dir.join('checkpoint'),
-                     'model_checkpoint_path: "%s"\n' % name
-                     + ''.join('all_model_checkpoint_paths: "%s"\n' % k for k in kept))
-        for old in self.checkpoints:
-            if old not in kept:
-                for f in os.listdir(self.run_dir.path):
-                    if f.startswith(old + '.'):
-                        os.remove(self.run_dir.join(f))
-        self.checkpoints = kept
-        self.last_checkpoint_time = time.time()
-        self.note('checkpoint %s saved' % name)
-
-    # -- progress and signals --------------------------------------------------------------------
-    def _progress_start(self, step):
-        self.step_time = 0.0
-        self.progress_step = step
-        self.progress_time = time.time()
-
-    def _maybe_progress(self):
-        o = self.options
-        steps = self.step - self.progress_step
-        if o.log_every:
-            due = steps >= o.log_every
-        else:
-            due = bool(o.progress_secs) and time.time() - self.progress_time >= o.progress_secs
-        if not due or self.step_time <= 0:
-            return
-        rate = steps / self.step_time
-        eta = (o.max_steps - self.step) / rate
-        self.note('progress: step %d of %d, epoch %d (batch %d of %d), %.2f steps/s, '
-                  '%.1f images/s, ETA %s'
-                  % (self.step, o.max_steps, self.epoch_index(),
-                     self.epoch.batch, self.n_batches, rate, rate * self.hp.batch_size,
-                     _duration(eta)))
-        self._progress_start(self.step)
-
+    # -- signals and the end ---------------------------------------------------------------------
     def _catch_signals(self):
         def stop(signum, frame):
             self._stop_signal = signum
@@ -784,40 +667,52 @@ class Trainer(object):
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
 
-    def close(self):
-        self.writer.close()
-        self.sess.close()
+    def close(self, discard=None):
+        """Closes the session and releases the run directory. A fresh run that failed before
+        its first step leaves nothing that would refuse a corrected rerun."""
+        if discard is None:
+            discard = getattr(self, 'fresh_failure', False)
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if self.notes is not None:
+            self.notes.close()
+            self.notes = None
+        if discard:
+            self._discard()
+        if getattr(self, '_lock', None) is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _discard(self):
+        if self._created:
+            shutil.rmtree(self.run_dir.path, ignore_errors=True)
+            return
+        for name in os.listdir(self.run_dir.path):
+            if name in (rundir.HPARAMS, rundir.PROVENANCE) or name.startswith('events.out'):
+                os.remove(self.run_dir.join(name))
 
 
-def _duration(seconds):
-    if not math.isfinite(seconds):
-        return '?'
-    seconds = int(round(seconds))
-    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)
-
-
-def run(options, data=None, out=None, err=None):
+def run(options, data=None, out=None, err=None, **kw):
     """Trains a run to options.max_steps (resuming it); returns the final step."""
-    trainer = Trainer(options, data=data, out=out, err=err)
+    trainer = Trainer(options, data=data, out=out, err=err, **kw)
     try:
         return trainer.train()
     finally:
         trainer.close()
 
 
-# Errors that end a run with a message rather than a traceback, and their exit codes.
+# Errors that end a run with one message rather than a traceback, and their exit codes.
 EXIT_CODES = ((UsageError, 2), (RunDirError, 2), (device.DeviceError, 2),
-              (datasets.DataError, 2), (NonFiniteError, 1))
+              (datasets.DataError, 2), (NonFiniteError, 1), (WriteError, 1))
 
 
-def cli(flag_values=None, err=None):
-    """Runs from parsed flags; returns the exit code."""
+def cli(flag_values=None, err=None, **kw):
+    """Runs from parsed flags; returns the exit code. `kw` goes to Trainer (label, fix)."""
     flag_values = flag_values or FLAGS
     err = err or sys.stderr
     try:
-        options = resolve_options(**dict((name, flag_values[name].value)
-                                         for name in OPTION_FLAGS))
-        run(options)
+        run(options_from_flags(flag_values), err=err, **kw)
     except Stopped as e:
         err.write('rebar_train: %s\n' % e)
         return 128 + e.signum

@@ -92,10 +92,11 @@ def _read_json(path, what):
 
 
 class RunDir(object):
-    """The files of one run directory."""
+    """The files of one run directory; `label` names it in messages (default: its path)."""
 
-    def __init__(self, path):
+    def __init__(self, path, label=None):
         self.path = path
+        self.label = label or path
 
     def join(self, name):
         return os.path.join(self.path, name)
@@ -125,7 +126,7 @@ class RunDir(object):
         if diffs:
             raise RunDirError('%s holds a run with other hparams (%s). Nothing was changed. '
                               'Resume it with its own hparams (see its %s) or %s.'
-                              % (self.path, '; '.join(diffs), HPARAMS, fix))
+                              % (self.label, '; '.join(diffs), HPARAMS, fix))
 
     def write_hparams(self, identity):
         if not os.path.exists(self.join(HPARAMS)):
@@ -207,7 +208,7 @@ class RunDir(object):
                 raise
             raise RunDirError('%s is in use by process %s (another trainer is working in it). '
                               'Wait for it to finish, stop it, or give another --working_dir.'
-                              % (self.path, self.lock_holder() or '(unknown)'))
+                              % (self.label, self.lock_holder() or '(unknown)'))
         f.seek(0)
         f.truncate()
         f.write('%d\n' % os.getpid())

@@ -40,12 +40,19 @@ def leave_one_out_centre(x):
     return x - (tf.reduce_sum(x) - x) / (n - 1.0)
 
 
-def mean_square(tensors):
+def mean_square(tensors, variables=None):
     """mean(x^2) over every entry of a list of tensors of static shapes, from TensorFlow's
     fused l2_loss (sum(x^2) / 2, one pass). A product with 2/n, not a division: TF 1.15's
-    gradient of a division has shapes unknown until run time."""
-    n = sum(t.shape.num_elements() for t in tensors)
-    return tf.add_n([tf.nn.l2_loss(t) for t in tensors]) * (2.0 / n)
+    gradient of a division has shapes unknown until run time.
+
+    With `variables` (one per tensor), a missing (None) gradient counts as zeros of its
+    variable's shape: its entries stay in n, as in the released code's variance objective.
+    """
+    if variables is None:
+        variables = tensors
+    present = [t for t in tensors if t is not None]
+    n = sum(v.shape.num_elements() for v in variables)
+    return tf.add_n([tf.nn.l2_loss(t) for t in present]) * (2.0 / n)
 
 
 def rms(x):

@@ -25,6 +25,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import rundir  # noqa: E402  (after the project's directory is on the path)
 
 DOCUMENTED = 'learning_rate=0.0003,n_layer=2,task=sbn'
 MODELS = ('SBNDynamicRebar', 'SBNRebar', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNNVIL', 'SBN',
@@ -38,17 +39,17 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     import datasets
     import device
     import rebar
-    import rebar_train
+    import session
     import tensorflow.compat.v1 as tf
 
     hp = config.parse_hparams(','.join(s for s in ['model=' + model_name, DOCUMENTED, extra] if s))
-    train, valid, _ = datasets.load_data('sbn', use_sample=True)
+    train, valid, _ = datasets.load_data('mnist', use_sample=True)
     backend = device.choose('auto', log=lambda message: None)
     static_shapes = backend.static_shapes and not flexible
     batch = hp.batch_size
     start = time.time()
     # the driver's input: static shapes take each batch from the training set in the session
-    on_device = (rebar_train.DeviceBatches(len(train), hp.n_input, batch, hp.dynamic_b)
+    on_device = (session.DeviceBatches(len(train), hp.n_input, batch, hp.dynamic_b)
                  if static_shapes else None)
     model = rebar.build_model(hp, train.mean(0), static_shapes=static_shapes,
                               images=on_device.images if on_device else None)
@@ -179,10 +180,7 @@ def main():
              results[0]['static_shapes']))
     print_table(rows, ['model', 'steps/s', 'build s', 'first step s', 'ops', 'peak RSS MB',
                        'eval img/s', 'eval start s'])
-    tmp = args.json + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, args.json)
+    rundir.atomic_write(args.json, json.dumps(results, indent=1))
 
 
 if __name__ == '__main__':

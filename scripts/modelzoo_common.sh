@@ -17,9 +17,14 @@ for para in "$@"; do
   esac
 done
 if [ -z "$data_path" ]; then
-  echo "[Error] para \"data_path\" must be given (a directory without MNIST uses the bundled sample)" >&2
+  echo "[Error] para \"data_path\" must be given: the directory of the MNIST files (docs/data.md)" >&2
   exit 1
 fi
+# The interpreter run_ascend.sh will use, checked before anything runs or is summarised.
+launcher="train_${mode}_1p"
+candidates="python3 $root/.venv/tf1/bin/python $root/.venv/tf2/bin/python"
+source "$root/scripts/find_python.sh"
+export PYTHON
 export ASCEND_DEVICE_ID=${ASCEND_DEVICE_ID:-0}
 RANK_SIZE=1
 out_dir="$output_path/$ASCEND_DEVICE_ID"
@@ -41,17 +46,27 @@ flags=(--data_path="$data_path" --working_dir="$run_dir" --steps="$train_steps" 
 [ -n "$batch_size" ] && flags+=(--batch_size="$batch_size")
 
 echo "train_${mode}_1p: log $log" >&2
+# The log is appended to, so that a rerun (a resume) keeps the earlier part of the run; each
+# launch starts with a marker line, and the speed figures come from the last launch only.
+marker="== train_${mode}_1p launched $(date '+%Y-%m-%d %H:%M:%S') =="
+echo "$marker" >> "$log"
 start_time=$(date +%s)
-bash "$root/scripts/run_ascend.sh" "${flags[@]}" "${passed[@]}" > "$log" 2>&1
-rc=$?
+rc=0
+bash "$root/scripts/run_ascend.sh" "${flags[@]}" "${passed[@]}" >> "$log" 2>&1 || rc=$?
 end_time=$(date +%s)
 e2e_time=$((end_time - start_time))
+if [ "$rc" -ne 0 ]; then
+  echo "[Error] rebar_train exited with code $rc; see $log" >&2
+  tail -n 5 "$log" >&2
+  exit "$rc"
+fi
+this_launch=$(awk -v m="$marker" '$0 == m {buf = ""; next} {buf = buf $0 "\n"} END {printf "%s", buf}' "$log")
 
 # The batch size actually used: the hparams line the driver prints first.
 BatchSize=$(grep -o "'batch_size': [0-9]*" "$log" | head -n 1 | awk '{print $2}')
 BatchSize=${BatchSize:-${batch_size:-24}}
 # Images per second over the progress intervals, the first (compilation) left out when possible.
-ActualFPS=$(grep -o '[0-9.]* images/s' "$log" | awk '{v[NR] = $1}
+ActualFPS=$(echo "$this_launch" | grep -o '[0-9.]* images/s' | awk '{v[NR] = $1}
   END {s = 0; n = 0; for (i = (NR > 1 ? 2 : 1); i <= NR; i++) {s += v[i]; n++}
        if (n) printf "%.2f", s / n; else print "N/A"}')
 if [ "$ActualFPS" = N/A ]; then
@@ -86,8 +101,3 @@ summary="$out_dir/$CaseName.log"
   [ "$mode" = full ] && echo "TrainAccuracy = $TrainAccuracy"
 } > "$summary"
 cat "$summary"
-if [ "$rc" -ne 0 ]; then
-  echo "[Error] rebar_train exited with code $rc; see $log" >&2
-  tail -n 5 "$log" >&2
-fi
-exit "$rc"

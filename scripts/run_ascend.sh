@@ -2,11 +2,12 @@
 # Ascend bare-metal launcher: the CANN environment, one NPU, then rebar_train.py.
 #   bash scripts/run_ascend.sh [rebar_train flags...]
 #   ASCEND_DEVICE_ID=3 bash scripts/run_ascend.sh --max_steps=2000000
-# Runs the documented configuration unless --hparams is given (the last --hparams wins).
+# Runs the documented configuration; --hparams and the aliases change it name by name.
 # Sources the CANN environment scripts that exist under $ASCEND_HOME (default /usr/local/Ascend):
 # the toolkit's or nnae's set_env.sh, then the TensorFlow plugin's (it provides npu_bridge).
 # Without them it runs with the current environment, and --device auto picks a GPU or the CPU.
-# PYTHON chooses the interpreter (default python3).
+# PYTHON chooses the interpreter (default: python3, which on an Ascend server has the CANN
+# toolkit's TensorFlow 1.15, else .venv/tf1 or .venv/tf2 when set up).
 set -eo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 ascend_home=${ASCEND_HOME:-/usr/local/Ascend}
@@ -33,5 +34,8 @@ export RANK_ID=${RANK_ID:-0}
 export JOB_ID=${JOB_ID:-10087}
 echo "run_ascend: ASCEND_DEVICE_ID=$ASCEND_DEVICE_ID" >&2
 cd "$root"
-exec "${PYTHON:-python3}" -u rebar_train.py \
-  --hparams="model=SBNDynamicRebar,learning_rate=0.0003,n_layer=2,task=sbn" "$@"
+launcher=run_ascend
+candidates="python3 $root/.venv/tf1/bin/python $root/.venv/tf2/bin/python"
+source "$root/scripts/find_python.sh"
+exec "$PYTHON" -u rebar_train.py \
+  --base_hparams="model=SBNDynamicRebar,learning_rate=0.0003,n_layer=2,task=sbn" "$@"

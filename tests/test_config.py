@@ -12,7 +12,8 @@ def test_defaults_are_the_references():
     expected = dict(model='SBNGumbel', n_hidden=200, n_input=784, n_layer=1, nonlinear=False,
                     learning_rate=0.001, temperature=0.5, n_samples=1, batch_size=24, trial=1,
                     muprop_relaxation=True, dynamic_b=False, quadratic=True, beta2=0.99999,
-                    task='sbn', sp_all_layers=False, reference_quadratic_cv=False)
+                    task='sbn', sp_all_layers=False, reference_quadratic_cv=False,
+                    dataset='mnist')
     assert dict(hp.values()) == expected
 
 
@@ -40,6 +41,11 @@ def test_parsing_types_values_by_their_default():
     ('model=SBNRebbar', ['SBNRebbar', 'SBNDynamicRebar', 'SBNGumbel']),
     ('task=cifar', ['cifar', 'sbn', 'sp', 'omni']),
     ('batch_size=1', ['batch_size', 'at least 2']),
+    ('dataset=cifar', ['dataset=cifar', 'mnist, omniglot, fashion_mnist']),
+    ('dataset=omni', ['dataset=omni', 'omniglot']),
+    ('task=omni,dataset=fashion_mnist', ['task=omni', 'dataset=fashion_mnist', 'task=sbn']),
+    ('task=omni,dataset=mnist', ['task=omni', 'dataset=mnist', 'task=sbn']),
+    ('dataset=mnist,task=omni', ['task=omni', 'dataset=mnist']),
     ('model', ['name=value']),
 ])
 def test_bad_hparams_are_refused_with_a_message_naming_the_problem(spec, words):
@@ -63,3 +69,31 @@ def test_round_trip_through_json():
     import json
     hp = config.parse_hparams('model=SBNMuProp,n_layer=3')
     assert config.HParams(**json.loads(hp.to_json())) == hp
+
+
+@pytest.mark.parametrize('spec, task, dataset', [
+    ('', 'sbn', 'mnist'),
+    ('task=omni', 'sbn', 'omniglot'),  # the reference's spelling: the sbn objective on Omniglot
+    ('task=omni,dataset=omniglot', 'sbn', 'omniglot'),
+    ('dataset=omniglot', 'sbn', 'omniglot'),
+    (' dataset = fashion_mnist ', 'sbn', 'fashion_mnist'),
+    ('task=sp,dataset=fashion_mnist', 'sp', 'fashion_mnist'),
+    ('task=sp', 'sp', 'mnist'),
+])
+def test_dataset_is_separate_from_the_objective(spec, task, dataset):
+    hp = config.parse_hparams(spec)
+    assert config.dataset_of(hp) == dataset
+    assert (hp.task if hp.task != 'omni' else 'sbn') == task
+    assert list(hp.values())[-1] == 'dataset'  # after the reference's names
+
+
+def test_dataset_names_live_in_config_and_task_omni_round_trips():
+    assert config.DATASETS == ('mnist', 'omniglot', 'fashion_mnist')
+    assert config.DEFAULTS['dataset'] in config.DATASETS
+    hp = config.parse_hparams('task=omni')
+    again = config.HParams(**hp.values())  # as a stored hparams.json is read back
+    assert again == hp and config.dataset_of(again) == 'omniglot'
+    with pytest.raises(ValueError, match='task=omni means'):
+        config.HParams(task='omni', dataset='fashion_mnist')
+    with pytest.raises(ValueError, match='task=omni means'):
+        config.parse_hparams('dataset=mnist', base=hp)  # an explicit clash on top of a base

@@ -1,7 +1,9 @@
-"""datasets.py: layouts, shapes, the SPEC's seeds, bad files, the bundled sample, full-size IDX."""
+"""datasets.py: layouts, shapes, seeds and splits, bad files and directories, the bundled sample,
+Fashion-MNIST and full-size IDX, the sources recorded."""
 from __future__ import absolute_import, division, print_function
 
 import gzip
+import hashlib
 import os
 import pickle
 import shutil
@@ -59,12 +61,11 @@ def assert_no_sample_line(capsys):
 # ---- MNIST layouts ----------------------------------------------------------------------------
 
 def test_amat_files_load_exactly(amat_dir, mnist_splits, capsys):
-    for task in ('sbn', 'sp'):
-        loaded = datasets.load_data(task, data_dir=amat_dir)
-        assert len(loaded) == 3
-        for got, want in zip(loaded, mnist_splits):
-            assert got.dtype == np.float32 and got.shape == want.shape
-            np.testing.assert_array_equal(got, want)
+    loaded = datasets.load_data('mnist', data_dir=amat_dir)
+    assert len(loaded) == 3
+    for got, want in zip(loaded, mnist_splits):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
     assert_no_sample_line(capsys)
 
 
@@ -84,7 +85,7 @@ def test_reference_pickle_from_either_numpy_generation(tmp_path, mnist_splits, n
         blob = blob.replace(b'c' + core + b'.', b'c' + numpy_core.encode() + b'.')
     assert (b'c' + numpy_core.encode() + b'.multiarray\n') in blob
     (tmp_path / datasets.MNIST_BINARIZED).write_bytes(blob)
-    for got, want in zip(datasets.load_data('sbn', data_dir=str(tmp_path)), mnist_splits):
+    for got, want in zip(datasets.load_data('mnist', data_dir=str(tmp_path)), mnist_splits):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
 
@@ -93,7 +94,7 @@ def test_pickle_is_preferred_and_images_may_be_28x28(tmp_path, mnist_splits, ama
     flipped = [1 - x.reshape(-1, 28, 28) for x in mnist_splits]
     with open(os.path.join(amat_dir, datasets.MNIST_BINARIZED), 'wb') as f:
         pickle.dump(tuple((x.astype(np.uint8), np.arange(len(x))) for x in flipped), f)
-    for got, want in zip(datasets.load_data('sbn', data_dir=amat_dir), flipped):
+    for got, want in zip(datasets.load_data('mnist', data_dir=amat_dir), flipped):
         np.testing.assert_array_equal(got, want.reshape(-1, 784))
 
 
@@ -109,7 +110,7 @@ def test_dynamic_b_takes_first_50000_grey_images_from_idx(tmp_path, mnist_splits
     write_idx(str(raw / 'train-images-idx3-ubyte'), grey)
     for name, bits in zip(datasets.AMAT, mnist_splits):
         write_amat(str(tmp_path / name), bits)
-    train, valid, test = datasets.load_data('sbn', dynamic_b=True, data_dir=str(tmp_path))
+    train, valid, test = datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path))
     assert train.shape == (datasets.N_MNIST_TRAIN, 784) and train.dtype == np.float32
     index = np.rint(train[:, 0] * 255) + 256 * np.rint(train[:, 1] * 255)
     np.testing.assert_array_equal(index, np.arange(datasets.N_MNIST_TRAIN))
@@ -121,7 +122,7 @@ def test_dynamic_b_takes_first_50000_grey_images_from_idx(tmp_path, mnist_splits
 def test_dynamic_b_reads_reference_npy(amat_dir):
     grey = np.random.RandomState(2).random_sample((7, 784)).astype(np.float32)
     np.save(os.path.join(amat_dir, datasets.MNIST_FLOAT), grey)
-    train, _, _ = datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+    train, _, _ = datasets.load_data('mnist', dynamic_b=True, data_dir=amat_dir)
     np.testing.assert_array_equal(train, grey)
 
 
@@ -147,7 +148,8 @@ def test_omniglot_column_major_images_become_row_major(tmp_path):
     test[0, 3, :] = 1  # a horizontal bar in row 3
     test[1, :, 5] = 0.5  # a vertical grey bar in column 5
     save_chardata(str(tmp_path / 'chardata.mat'), train, test)
-    x_train, x_valid, x_test = datasets.load_data('omni', dynamic_b=True, data_dir=str(tmp_path))
+    x_train, x_valid, x_test = datasets.load_data('omniglot', dynamic_b=True,
+                                                  data_dir=str(tmp_path))
     permutation = np.random.RandomState(123).permutation(n_train)
     lit = np.concatenate([x_train, x_valid]).argmax(axis=1)
     want = np.array([r * 28 + c for r, c in positions])[permutation]
@@ -174,7 +176,7 @@ def test_omniglot_seeds_and_split_reproduce_the_reference(tmp_path):
     finally:
         np.random.set_state(saved)
     bin_train = bin_train[np.random.RandomState(123).permutation(n_train)]
-    x_train, x_valid, x_test = datasets.load_data('omni', data_dir=str(tmp_path))
+    x_train, x_valid, x_test = datasets.load_data('omniglot', data_dir=str(tmp_path))
     assert x_train.shape == (60, 784) and x_valid.shape == (1345, 784) and x_test.shape == (40, 784)
     assert all(x.dtype == np.float32 for x in (x_train, x_valid, x_test))
     np.testing.assert_array_equal(x_train, bin_train[:60])
@@ -187,7 +189,7 @@ def test_omniglot_seeds_and_split_reproduce_the_reference(tmp_path):
 def test_omniglot_absent_names_the_file_and_command(tmp_path):
     for kwargs in ({}, {'use_sample': True}):
         with pytest.raises(datasets.DataError) as error:
-            datasets.load_data('omni', data_dir=str(tmp_path), **kwargs)
+            datasets.load_data('omniglot', data_dir=str(tmp_path), **kwargs)
         assert OMNI_FIX in str(error.value)
     assert 'chardata.mat' in str(error.value) or 'Omniglot' in str(error.value)
 
@@ -255,7 +257,7 @@ def test_bad_mnist_file_names_file_and_fix(tmp_path, mnist_splits, case):
     make, detail = BAD_MNIST[case]
     name = make(str(tmp_path), mnist_splits)
     with pytest.raises(datasets.DataError) as error:
-        datasets.load_data('sbn', data_dir=str(tmp_path))
+        datasets.load_data('mnist', data_dir=str(tmp_path))
     message = str(error.value)
     assert isinstance(error.value, ValueError)
     assert name in message and detail in message
@@ -266,28 +268,28 @@ def test_bad_grey_files(amat_dir):
     npy = os.path.join(amat_dir, datasets.MNIST_FLOAT)
     np.save(npy, np.full((3, 784), 2.0, np.float32))
     with pytest.raises(datasets.DataError, match=r'should lie in \[0, 1\]') as error:
-        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+        datasets.load_data('mnist', dynamic_b=True, data_dir=amat_dir)
     assert datasets.MNIST_FLOAT in str(error.value) and MNIST_FIX in str(error.value)
     os.remove(npy)
     with pytest.raises(datasets.DataError, match='needs the grey MNIST'):
-        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+        datasets.load_data('mnist', dynamic_b=True, data_dir=amat_dir)
     labels = os.path.join(amat_dir, 'train-images-idx3-ubyte.gz')
     with gzip.open(labels, 'wb') as f:  # a label file under an image file's name
         f.write(struct.pack('>II', 2049, 3) + b'\x01\x02\x03')
     with pytest.raises(datasets.DataError, match='2049 is a label file'):
-        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+        datasets.load_data('mnist', dynamic_b=True, data_dir=amat_dir)
     write_idx(labels, np.zeros((4, 784)))
     blob = open(labels, 'rb').read()
     open(labels, 'wb').write(blob[:len(blob) // 2])  # a truncated download
     with pytest.raises(datasets.DataError, match='cannot be read') as error:
-        datasets.load_data('sbn', dynamic_b=True, data_dir=amat_dir)
+        datasets.load_data('mnist', dynamic_b=True, data_dir=amat_dir)
     assert labels in str(error.value) and MNIST_FIX in str(error.value)
 
 
 def test_grey_mnist_without_binarized_is_an_error_not_a_fallback(tmp_path, capsys):
     write_idx(str(tmp_path / 'train-images-idx3-ubyte.gz'), np.zeros((2, 784)))
     with pytest.raises(datasets.DataError, match='not the binarized MNIST') as error:
-        datasets.load_data('sbn', data_dir=str(tmp_path))
+        datasets.load_data('mnist', data_dir=str(tmp_path))
     assert MNIST_FIX in str(error.value)
     assert_no_sample_line(capsys)
 
@@ -296,29 +298,190 @@ def test_bad_omniglot_files(tmp_path):
     path = str(tmp_path / 'chardata.mat')
     scipy.io.savemat(path, {'data': np.zeros((784, 1400))})
     with pytest.raises(datasets.DataError, match="no 'testdata' field") as error:
-        datasets.load_data('omni', data_dir=str(tmp_path))
+        datasets.load_data('omniglot', data_dir=str(tmp_path))
     assert path in str(error.value) and OMNI_FIX in str(error.value)
     scipy.io.savemat(path, {'data': np.zeros((700, 1400)), 'testdata': np.zeros((784, 3))})
     with pytest.raises(datasets.DataError, match='shape'):
-        datasets.load_data('omni', data_dir=str(tmp_path))
+        datasets.load_data('omniglot', data_dir=str(tmp_path))
     scipy.io.savemat(path, {'data': np.full((784, 1400), 3.0), 'testdata': np.zeros((784, 3))})
     with pytest.raises(datasets.DataError, match=r'\[0, 1\]'):
-        datasets.load_data('omni', data_dir=str(tmp_path))
+        datasets.load_data('omniglot', data_dir=str(tmp_path))
     open(path, 'wb').write(b'MATLAB 5.0 MAT-file, garbage')
     with pytest.raises(datasets.DataError, match='not a readable MATLAB file'):
-        datasets.load_data('omni', data_dir=str(tmp_path))
+        datasets.load_data('omniglot', data_dir=str(tmp_path))
 
 
-def test_unknown_task():
-    with pytest.raises(ValueError, match='sbn, sp, omni'):
+def test_unknown_data_set_and_a_task_name_in_its_place():
+    with pytest.raises(ValueError, match='mnist, omniglot, fashion_mnist'):
         datasets.load_data('cifar')
+    with pytest.raises(ValueError, match=r"'omni' is an objective \(task\); pass "
+                                         r"config.dataset_of\(hparams\)"):
+        datasets.load_data('omni')
+
+
+# ---- IDX files: Fashion-MNIST and MNIST in DisARM's form -------------------------------------
+
+@pytest.fixture
+def small_split(monkeypatch):
+    """The 50,000 / 10,000 split scaled down to 6 / 4, so that test files stay tiny."""
+    monkeypatch.setattr(datasets, 'N_MNIST_TRAIN', 6)
+    monkeypatch.setattr(datasets, 'N_IDX_VALID', 4)
+
+
+def indexed_images(n, offset=0):
+    """uint8 [n, 784]: pixel 0 holds the image's index, the rest random greys."""
+    images = np.random.RandomState(n + offset).randint(0, 256, size=(n, 784)).astype(np.uint8)
+    images[:, 0] = np.arange(offset, offset + n)
+    return images
+
+
+def write_idx_pair(directory, train, test, gz=True):
+    os.makedirs(directory, exist_ok=True)
+    suffix = '.gz' if gz else ''
+    write_idx(os.path.join(directory, 'train-images-idx3-ubyte' + suffix), train)
+    write_idx(os.path.join(directory, 't10k-images-idx3-ubyte' + suffix), test)
+
+
+def reference_binarization(images, seed):
+    grey = images.astype(np.float32) / 255
+    return (np.random.RandomState(seed).random_sample(grey.shape) < grey).astype(np.float32)
+
+
+@pytest.mark.parametrize('dataset, layout', [
+    ('fashion_mnist', ''), ('fashion_mnist', 'fashion-mnist'), ('fashion_mnist', 'fashion_mnist'),
+    ('mnist', ''), ('mnist', 'raw')])
+@pytest.mark.parametrize('dynamic_b', [True, False])
+def test_idx_files_split_train_valid_test(tmp_path, small_split, capsys, dataset, layout,
+                                          dynamic_b):
+    """Training file [:6] train, [6:10] valid (the rest unused), test file test; grey train with
+    dynamic_b, else binarized with seed 0; valid and test binarized with seeds 1 and 2."""
+    train, test = indexed_images(12), indexed_images(3, offset=100)
+    write_idx_pair(str(tmp_path / layout), train, test, gz=layout != 'raw')
+    if dataset == 'mnist' and not dynamic_b:
+        with pytest.raises(datasets.DataError, match='dynamic_b=true') as error:
+            datasets.load_data(dataset, dynamic_b, data_dir=str(tmp_path))
+        assert 'binarized MNIST' in str(error.value) and MNIST_FIX in str(error.value)
+        return
+    data = datasets.load_data(dataset, dynamic_b, data_dir=str(tmp_path))
+    assert [len(x) for x in data] == [6, 4, 3] and all(x.dtype == np.float32 for x in data)
+    if dynamic_b:
+        np.testing.assert_array_equal(data.train, train[:6].astype(np.float32) / 255)
+    else:
+        np.testing.assert_array_equal(data.train, reference_binarization(train[:6], 0))
+    np.testing.assert_array_equal(data.valid, reference_binarization(train[6:10], 1))
+    np.testing.assert_array_equal(data.test, reference_binarization(test, 2))
+    assert [os.path.basename(s.path) for s in data.sources] == [
+        name + ('' if layout == 'raw' else '.gz')
+        for name in ('train-images-idx3-ubyte', 't10k-images-idx3-ubyte')]
+    line, = capsys.readouterr().err.splitlines()
+    assert "DisARM's split" in line and data.sources[1].path in line and dataset in line
+
+
+def test_fashion_mnist_prefers_its_own_subdirectory_over_mnists_files(tmp_path, small_split):
+    write_idx_pair(str(tmp_path), indexed_images(12), indexed_images(3))  # MNIST at the top
+    fashion = indexed_images(11, offset=50)
+    write_idx_pair(str(tmp_path / 'fashion_mnist'), fashion, indexed_images(2))
+    data = datasets.load_data('fashion_mnist', dynamic_b=True, data_dir=str(tmp_path))
+    np.testing.assert_array_equal(np.rint(data.train[:, 0] * 255), np.arange(50, 56))
+    mnist = datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path))
+    np.testing.assert_array_equal(np.rint(mnist.train[:, 0] * 255), np.arange(6))
+
+
+def test_idx_files_incomplete_or_too_few_images(tmp_path, small_split):
+    write_idx(str(tmp_path / 'train-images-idx3-ubyte.gz'), indexed_images(12))
+    for dataset in ('fashion_mnist', 'mnist'):
+        with pytest.raises(datasets.DataError, match='found only .*train-images') as error:
+            datasets.load_data(dataset, dynamic_b=True, data_dir=str(tmp_path))
+        assert 't10k-images-idx3-ubyte' in str(error.value)
+    write_idx_pair(str(tmp_path), indexed_images(6), indexed_images(2))
+    with pytest.raises(datasets.DataError, match='holds 6 images; the split needs more than 6'):
+        datasets.load_data('fashion_mnist', data_dir=str(tmp_path))
+
+
+def test_reference_form_wins_when_binarized_mnist_is_there(amat_dir, mnist_splits, capsys,
+                                                           small_split):
+    write_idx_pair(os.path.join(amat_dir, 'raw'), indexed_images(12), indexed_images(3))
+    data = datasets.load_data('mnist', dynamic_b=True, data_dir=amat_dir)
+    np.testing.assert_array_equal(data.valid, mnist_splits[1])
+    np.testing.assert_array_equal(np.rint(data.train[:, 0] * 255), np.arange(6))
+    line, = capsys.readouterr().err.splitlines()
+    assert "reference's form" in line and 'train-images-idx3-ubyte.gz' in line
+
+
+def test_sources_are_the_files_read_with_their_sha256(amat_dir):
+    data = datasets.load_data('mnist', data_dir=amat_dir)
+    train, valid, test = data  # still unpacks as the three splits
+    assert [os.path.basename(s.path) for s in data.sources] == list(datasets.AMAT)
+    for source in data.sources:
+        with open(source.path, 'rb') as f:
+            blob = f.read()
+        assert source == (source.path, len(blob), hashlib.sha256(blob).hexdigest())
+    assert os.path.isabs(data.sources[0].path)
+
+
+# ---- a data directory the user named must hold the data ---------------------------------------
+
+@pytest.mark.parametrize('dataset', ['mnist', 'omniglot', 'fashion_mnist'])
+def test_a_named_directory_that_does_not_exist_is_an_error(tmp_path, capsys, dataset):
+    missing = str(tmp_path / 'MNIST')  # the user's --data_path=/data/MNIST, say
+    with pytest.raises(datasets.DataError) as error:
+        datasets.load_data(dataset, data_dir=missing)
+    message = str(error.value)
+    assert 'does not exist' in message and missing in message
+    assert datasets.LOOKED_FOR[dataset] in message
+    assert 'python download.py --dataset %s --data_dir %s' % (
+        datasets.DOWNLOAD_NAMES[dataset], missing) in message
+    assert capsys.readouterr().err == ''  # and no sample was loaded
+
+
+@pytest.mark.parametrize('dataset', ['mnist', 'omniglot', 'fashion_mnist'])
+def test_a_named_directory_without_the_data_is_an_error(tmp_path, capsys, dataset):
+    (tmp_path / 'notes.txt').write_text(u'not data')
+    with pytest.raises(datasets.DataError) as error:
+        datasets.load_data(dataset, data_dir=str(tmp_path))
+    message = str(error.value)
+    assert 'No %s in %s' % (datasets.LABELS[dataset], tmp_path) in message
+    assert datasets.LOOKED_FOR[dataset] in message
+    assert '--data_dir %s' % tmp_path in message
+    assert 'sample' not in capsys.readouterr().err
+
+
+def test_a_directory_named_by_the_environment_must_hold_the_data(tmp_path, monkeypatch):
+    monkeypatch.setenv('REBAR_DATA_DIR', str(tmp_path))
+    monkeypatch.setattr(datasets.config, 'DATA_DIR', str(tmp_path))
+    with pytest.raises(datasets.DataError, match='No MNIST in %s' % tmp_path):
+        datasets.load_data('mnist')
+
+
+def test_the_sample_when_asked_needs_no_directory(tmp_path):
+    data = datasets.load_data('mnist', data_dir=str(tmp_path / 'nowhere'), use_sample=True)
+    assert [len(x) for x in data] == list(datasets.SAMPLE_SPLITS)
+    assert data.sources[0].path == datasets.SAMPLE_PATH
+
+
+def test_an_npy_of_python_objects_is_refused_without_suggesting_pickle(amat_dir):
+    npy = os.path.join(amat_dir, datasets.MNIST_FLOAT)
+    np.save(npy, np.array([{'x': 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(datasets.DataError) as error:
+        datasets.load_data('mnist', dynamic_b=True, data_dir=amat_dir)
+    message = str(error.value)
+    assert npy in message and MNIST_FIX in message and 'Python objects' in message
+    assert 'pickle' not in message
 
 
 # ---- the bundled sample -----------------------------------------------------------------------
 
-def test_fallback_to_sample_says_so_on_every_call(tmp_path, capsys):
+@pytest.fixture
+def default_dir(tmp_path, monkeypatch):
+    """An empty directory as the default data directory, named by nobody."""
+    monkeypatch.setattr(datasets.config, 'DATA_DIR', str(tmp_path))
+    monkeypatch.delenv('REBAR_DATA_DIR', raising=False)
+    return str(tmp_path)
+
+
+def test_fallback_to_sample_says_so_on_every_call(default_dir, tmp_path, capsys):
     for call in range(2):
-        train, valid, test = datasets.load_data('sbn', data_dir=str(tmp_path))
+        train, valid, test = datasets.load_data('mnist')
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == 1
         assert 'bundled sample' in lines[0] and 'NOT the benchmark' in lines[0]
@@ -327,7 +490,7 @@ def test_fallback_to_sample_says_so_on_every_call(tmp_path, capsys):
 
 
 def test_sample_when_asked_even_with_full_data(amat_dir, capsys):
-    loaded = datasets.load_data('sp', data_dir=amat_dir, use_sample=True)
+    loaded = datasets.load_data('mnist', data_dir=amat_dir, use_sample=True)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and 'bundled sample' in lines[0] and 'as asked' in lines[0]
     assert [len(x) for x in loaded] == [8000, 1000, 1000]
@@ -398,11 +561,44 @@ def test_full_size_idx_fashion_mnist():
 
 
 @fashion
-def test_full_size_idx_through_load_data(tmp_path, mnist_splits):
+def test_fashion_mnist_from_the_debian_directory(capsys):
+    """60,000 + 10,000 images split 50,000 / 10,000 / 10,000; binarized once with seeds 0, 1, 2,
+    except the training images with dynamic_b."""
+    train_all = datasets.read_idx(os.path.join(FASHION, 'train-images-idx3-ubyte.gz'))
+    test_all = datasets.read_idx(os.path.join(FASHION, 't10k-images-idx3-ubyte.gz'))
+    grey = datasets.load_data('fashion_mnist', dynamic_b=True, data_dir=FASHION)
+    fixed = datasets.load_data('fashion_mnist', data_dir=FASHION)
+    for data in (grey, fixed):
+        assert [x.shape for x in data] == [(50000, 784), (10000, 784), (10000, 784)]
+        assert all(x.dtype == np.float32 for x in data)
+        assert [s.path for s in data.sources] == [
+            os.path.join(FASHION, name) for name in ('train-images-idx3-ubyte.gz',
+                                                     't10k-images-idx3-ubyte.gz')]
+    np.testing.assert_array_equal(np.rint(grey.train * 255), train_all[:50000])
+    valid = train_all[50000:].astype(np.float32) / 255
+    want = np.random.RandomState(1).random_sample(valid.shape) < valid
+    np.testing.assert_array_equal(grey.valid, want)
+    for a, b in zip(grey[1:], fixed[1:]):  # valid and test do not depend on dynamic_b
+        np.testing.assert_array_equal(a, b)
+    assert set(np.unique(fixed.train)) == {0.0, 1.0}
+    # Binarizing keeps the mean grey level: Fashion-MNIST's is 0.2860 on the training set.
+    assert abs(fixed.train.mean() - train_all[:50000].mean() / 255) < 1e-3
+    assert abs(fixed.test.mean() - test_all.mean() / 255) < 2e-3
+    for source in fixed.sources:
+        with open(source.path, 'rb') as f:
+            assert source.sha256 == hashlib.sha256(f.read()).hexdigest()
+        assert source.size == os.path.getsize(source.path)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and 'fashion_mnist' in lines[0] and FASHION in lines[0]
+
+
+@fashion
+def test_fashion_mnist_files_are_refused_as_mnist(tmp_path, mnist_splits):
     shutil.copy(os.path.join(FASHION, 'train-images-idx3-ubyte.gz'), str(tmp_path))
     for name, bits in zip(datasets.AMAT, mnist_splits):
         write_amat(str(tmp_path / name), bits)
-    train, _, _ = datasets.load_data('sbn', dynamic_b=True, data_dir=str(tmp_path))
-    want = datasets.read_idx(os.path.join(FASHION, 'train-images-idx3-ubyte.gz'))[:50000]
-    assert train.shape == (50000, 784) and train.dtype == np.float32
-    np.testing.assert_array_equal(np.rint(train * 255), want)
+    with pytest.raises(datasets.DataError, match='a file of Fashion-MNIST') as error:
+        datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path))
+    assert 'dataset=fashion_mnist' in str(error.value) and MNIST_FIX in str(error.value)
+    with pytest.raises(datasets.DataError, match='a file of Fashion-MNIST'):
+        datasets.load_data('mnist', dynamic_b=True, data_dir=FASHION)

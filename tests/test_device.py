@@ -125,8 +125,8 @@ def test_static_shape_training_has_no_unknown_dimension_and_a_graph_per_batch_si
     """The NPU build, run on the CPU: every tensor of the training steps (the full batch's and
     the epoch's last, partial batch's) and of evaluation has a known shape (TF 1.15's gradient
     code leaves some int32 shape arithmetic unknown; it must fold to constants); the partial
-    batch's graph is built when it first comes, then the graph is finalized; evaluation pads its
-    groups."""
+    batch's graph and evaluation's are built, and the graph finalized, before the first step;
+    evaluation pads its groups."""
     hp = rebar_train.config.parse_hparams('model=SBNDynamicRebar,n_layer=2,n_hidden=16,'
                                           'batch_size=24,learning_rate=0.0003')
     rng = np.random.RandomState(0)
@@ -137,13 +137,13 @@ def test_static_shape_training_has_no_unknown_dimension_and_a_graph_per_batch_si
                                        checkpoint_secs=0, progress_secs=0)
     trainer = rebar_train.Trainer(options, data=data, out=out, err=io.StringIO())
     try:
-        model = trainer.model
-        assert trainer.static_shapes   # the default on the CPU too
+        model = trainer.session.model
+        assert trainer.session.batches is not None   # static shapes, the default on the CPU too
         assert model.x.shape.as_list() == [24, 784]
-        assert not trainer.graph.finalized   # the batch of 4 is still to come
+        # every graph the run needs is built, and the graph finalized, before the first step
+        assert trainer.session.graph.finalized
+        assert sorted(trainer.session._steps) == [4, 24]
         assert trainer.train() == 12
-        assert trainer.graph.finalized
-        assert sorted(trainer.step_fns) == [4, 24]
         partial = model.training(4)
         assert partial.x.shape.as_list() == [4, 784]
         ops = _training_step_ops(tf.nest.flatten(

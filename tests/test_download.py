@@ -32,6 +32,9 @@ import download
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUT = 1000
 OMNIGLOT_COUNTS = (datasets.OMNIGLOT_VALIDATION + 1, 3)
+MNIST_FILES = datasets.AMAT + ('train-images-idx3-ubyte.gz', 't10k-images-idx3-ubyte.gz')
+FASHION = ('fashion_mnist/train-images-idx3-ubyte.gz', 'fashion_mnist/t10k-images-idx3-ubyte.gz')
+N_FILES = len(MNIST_FILES) + 1 + len(FASHION)
 
 
 @pytest.fixture(autouse=True)
@@ -112,10 +115,23 @@ def arrays():
 def files(arrays):
     bits, grey, omniglot = arrays
     blobs = {name: amat_bytes(b) for name, b in zip(datasets.AMAT, bits)}
-    blobs['train-images-idx3-ubyte.gz'] = gzip.compress(
-        struct.pack('>IIII', 2051, len(grey), 28, 28) + grey.tobytes())
+    blobs['train-images-idx3-ubyte.gz'] = idx_bytes(grey)
+    blobs['t10k-images-idx3-ubyte.gz'] = idx_bytes(grey[:2])
     blobs['chardata.mat'] = mat_bytes(*omniglot)
+    for name, images in zip(FASHION, fashion_images()):
+        blobs[name] = idx_bytes(images)
     return blobs
+
+
+def idx_bytes(images):
+    return gzip.compress(struct.pack('>IIII', 2051, len(images), 28, 28) + images.tobytes())
+
+
+def fashion_images():
+    """A training file of 12 images and a test file of 3, each image's index in pixel 0."""
+    images = np.random.RandomState(3).randint(0, 256, size=(15, 784)).astype(np.uint8)
+    images[:, 0] = np.arange(15)
+    return images[:12], images[12:]
 
 
 @pytest.fixture
@@ -136,15 +152,17 @@ def server(files):
 def public(monkeypatch, files):
     """Replaces download.DATASETS by specs of the test files; returns a setter for their URLs."""
     def use(*prefixes):
-        def spec(name, check=None, published=True):
+        def spec(name, check=None, published=True, md5_only=False):
             digest = hashlib.sha256(files[name]).hexdigest()
+            md5 = hashlib.md5(files[name]).hexdigest() if md5_only else None
             return download.FileSpec(name, len(files[name]) if published else None,
-                                     digest if published else None,
-                                     [p + '/' + name for p in prefixes], check)
+                                     digest if published and not md5_only else None,
+                                     [p + '/' + name for p in prefixes], check, md5)
         monkeypatch.setattr(download, 'DATASETS', collections.OrderedDict([
-            ('MNIST', [spec(name) for name in datasets.AMAT + ('train-images-idx3-ubyte.gz',)]),
+            ('MNIST', [spec(name) for name in MNIST_FILES]),
             ('omniglot', [spec('chardata.mat', published=False, check=functools.partial(
                 download.check_chardata, counts=OMNIGLOT_COUNTS))]),
+            ('fashion_mnist', [spec(name, md5_only=True) for name in FASHION]),
         ]))
     use(closed_port_url())
     return use
@@ -173,12 +191,12 @@ def test_success_verifies_and_converts(tmp_path, server, public, files, arrays, 
     assert 'sha256' in out and leftovers(tmp_path) == []
     assert not (tmp_path / 'chardata.mat').exists()  # only the dataset asked for
     bits, grey, _ = arrays
-    for got, want in zip(datasets.load_data('sbn', data_dir=str(tmp_path)), bits):
+    for got, want in zip(datasets.load_data('mnist', data_dir=str(tmp_path)), bits):
         np.testing.assert_array_equal(got, want)
     # The converted files are the reference's layout, read first: remove the raw ones to be sure.
-    for name in datasets.AMAT + ('train-images-idx3-ubyte.gz',):
+    for name in MNIST_FILES:
         os.remove(str(tmp_path / name))
-    train, valid, _ = datasets.load_data('sbn', dynamic_b=True, data_dir=str(tmp_path))
+    train, valid, _ = datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path))
     np.testing.assert_array_equal(np.rint(train * 255), grey)
     np.testing.assert_array_equal(valid, bits[1])
     assert 'sample' not in capsys.readouterr().err
@@ -190,7 +208,8 @@ def test_omniglot_has_no_published_checksum_so_its_content_is_checked(
                          server.base + '/good')
     assert code == 0, err
     assert 'no published checksum' in out
-    x_train, x_valid, x_test = datasets.load_data('omni', dynamic_b=True, data_dir=str(tmp_path))
+    x_train, x_valid, x_test = datasets.load_data('omniglot', dynamic_b=True,
+                                                  data_dir=str(tmp_path))
     assert (len(x_train), len(x_valid), len(x_test)) == (1, 1345, 3)
     train, test = arrays[2]
     server.files = dict(server.files, **{'chardata.mat': mat_bytes(np.concatenate([train, train[:1]]), test)})
@@ -206,7 +225,7 @@ def test_403_then_a_good_mirror(tmp_path, server, public, files, capsys):
     code, out, err = run(capsys, tmp_path, '--dataset', 'MNIST', '--mirror',
                          server.base + '/forbidden', '--mirror', server.base + '/good/')
     assert code == 0
-    assert err.count('HTTP 403') == 4
+    assert err.count('HTTP 403') == len(MNIST_FILES)
     modes = [(mode, name) for mode, name, _ in server.requests]
     for name in datasets.AMAT:
         assert modes.index(('forbidden', name)) + 1 == modes.index(('good', name))
@@ -301,7 +320,7 @@ def test_present_and_verified_files_are_skipped(tmp_path, server, public, capsys
     code, out, err = run(capsys, tmp_path, '--dataset', 'all', '--mirror', server.base + '/good')
     assert code == 0
     assert server.requests == []
-    assert out.count('already present and verified, skipped') == 5
+    assert out.count('already present and verified, skipped') == N_FILES
     assert os.stat(str(tmp_path / datasets.MNIST_BINARIZED)).st_mtime_ns == converted
 
 
@@ -311,10 +330,10 @@ def test_a_damaged_converted_file_is_rewritten(tmp_path, server, public, arrays,
     pickled = tmp_path / datasets.MNIST_BINARIZED
     pickled.write_bytes(pickled.read_bytes()[:100])
     with pytest.raises(datasets.DataError, match='python download.py --dataset MNIST'):
-        datasets.load_data('sbn', data_dir=str(tmp_path))
+        datasets.load_data('mnist', data_dir=str(tmp_path))
     code, out, err = run(capsys, tmp_path, '--dataset', 'MNIST')
     assert code == 0 and 'rewriting it' in out
-    np.testing.assert_array_equal(datasets.load_data('sbn', data_dir=str(tmp_path))[0],
+    np.testing.assert_array_equal(datasets.load_data('mnist', data_dir=str(tmp_path))[0],
                                   arrays[0][0])
 
 
@@ -324,7 +343,7 @@ def test_no_network_at_all_fails_fast_and_says_what_to_do(tmp_path, public, caps
     code, out, err = run(capsys, tmp_path, '--dataset', 'all', '--mirror', mirror)
     assert time.time() - start < 5
     assert code == 1
-    assert 'Could not get 5 file(s)' in err
+    assert 'Could not get %d file(s)' % N_FILES in err
     for spec in sum(download.DATASETS.values(), []):
         assert 'put it at %s' % os.path.join(str(tmp_path), spec.name) in err
     for spec in sum(download.DATASETS.values(), []):  # the mirror, then the public source
@@ -351,4 +370,62 @@ def test_unknown_dataset_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         download.main(['--dataset', 'cifar', '--data_dir', str(tmp_path)])
     assert exit_.value.code == 2
-    assert 'MNIST, omniglot' in capsys.readouterr().err
+    assert 'MNIST, omniglot, fashion_mnist' in capsys.readouterr().err
+
+
+def test_fashion_mnist_goes_to_its_subdirectory_and_loads(tmp_path, server, public, files,
+                                                          monkeypatch, capsys):
+    code, out, err = run(capsys, tmp_path, '--dataset', 'FASHION_MNIST', '--mirror',
+                         server.base + '/good')
+    assert code == 0, err
+    assert [name for _, name, _ in server.requests] == list(FASHION)  # <mirror>/fashion_mnist/...
+    assert_files_equal(tmp_path, files, FASHION)
+    assert 'md5 %s' % hashlib.md5(files[FASHION[0]]).hexdigest() in out
+    assert sorted(os.listdir(str(tmp_path))) == ['fashion_mnist']  # nothing under MNIST's names
+    monkeypatch.setattr(datasets, 'N_MNIST_TRAIN', 6)  # the 50,000 / 10,000 split, scaled down
+    monkeypatch.setattr(datasets, 'N_IDX_VALID', 4)
+    data = datasets.load_data('fashion_mnist', dynamic_b=True, data_dir=str(tmp_path))
+    train, test = fashion_images()
+    np.testing.assert_array_equal(np.rint(data.train * 255), train[:6])
+    assert [len(x) for x in data] == [6, 4, 3]
+    assert [s.path for s in data.sources] == [str(tmp_path / name) for name in FASHION]
+
+
+def test_an_md5_mismatch_is_reported_and_the_file_discarded(tmp_path, server, public, files,
+                                                           capsys):
+    code, out, err = run(capsys, tmp_path, '--dataset', 'fashion_mnist', '--mirror',
+                         server.base + '/corrupt')
+    assert code == 1
+    assert '%s: checksum mismatch: md5' % FASHION[0] in err
+    assert 'expected %s' % hashlib.md5(files[FASHION[1]]).hexdigest() in err
+    assert 'put it at %s' % (tmp_path / FASHION[0]) in err
+    assert not (tmp_path / FASHION[0]).exists()
+
+
+def test_converted_files_are_written_through_rundirs_atomic_write(tmp_path, server, public,
+                                                                  monkeypatch, capsys):
+    import rundir
+    written = []
+
+    def recording(path, data):
+        written.append(os.path.basename(path))
+        return atomic_write(path, data)
+    atomic_write = rundir.atomic_write
+    monkeypatch.setattr(rundir, 'atomic_write', recording)
+    assert run(capsys, tmp_path, '--dataset', 'MNIST', '--mirror', server.base + '/good')[0] == 0
+    assert sorted(written) == sorted([datasets.MNIST_BINARIZED, datasets.MNIST_FLOAT])
+    assert not hasattr(download, 'atomic_write')  # one implementation, rundir's
+    datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path))
+
+
+def test_what_download_writes_is_where_datasets_looks():
+    """The real table: every IDX file lands under a name and directory the loader searches."""
+    for spec in download.DATASETS['fashion_mnist']:
+        directory, name = os.path.split(spec.name)
+        assert directory in datasets.FASHION_SUBDIRS and directory not in datasets.SUBDIRS
+        assert name in datasets.IDX_TRAIN + datasets.IDX_TEST
+        assert len(spec.md5) == 32 and len(spec.sha256) == 64 and spec.size > 4000000
+        assert datasets.KNOWN_FILES[spec.sha256] == 'fashion_mnist'
+    mnist = {spec.name: spec for spec in download.DATASETS['MNIST']}
+    for names in (datasets.IDX_TRAIN, datasets.IDX_TEST):
+        assert datasets.KNOWN_FILES[mnist[names[0]].sha256] == 'mnist'

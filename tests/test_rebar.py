@@ -205,7 +205,7 @@ def test_rebar_gradients_vary_less_than_reinforce_and_nvil_at_initialisation():
     import datasets
     import estimator_checks as C
     import utils as U
-    train, _, _ = datasets.load_data('sbn', use_sample=True)
+    train, _, _ = datasets.load_data('mnist', use_sample=True)
     spec = 'n_layer=2,n_hidden=50,batch_size=24'
     batches = [train[24 * k:24 * (k + 1)] for k in range(40)]
     variance = {}

@@ -25,12 +25,13 @@ import pytest
 
 import config
 import datasets
+import rebar
 import rebar_train
 import tensorflow.compat.v1 as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_COMMAND_HPARAMS = 'model=SBNDynamicRebar,learning_rate=0.0003,n_layer=2,task=sbn'
-TRACKED = ('DynamicREBAR', 'MuProp', 'NVIL', 'REBAR', 'SimpleMuProp')   # sorted, as printed
+TRACKED = tuple(sorted(rebar.SBNTrackGradVariances.TRACKED))   # as printed (n_samples = 1)
 
 
 # -- the reference's output format -----------------------------------------------------------------
@@ -104,21 +105,33 @@ def read_records(run_dir):
 
 
 def dir_snapshot(path):
+    """Each file's digest and modification time, but the lock (which a trainer takes before it
+    loads data) and notes.log (appended to, checked to keep what it had)."""
     snapshot = {}
     for name in sorted(os.listdir(path)):
         with open(os.path.join(path, name), 'rb') as f:
-            snapshot[name] = (hashlib.sha256(f.read()).hexdigest(),
+            content = f.read()
+        if name == 'notes.log':
+            snapshot[name] = content
+        elif name != 'lock':
+            snapshot[name] = (hashlib.sha256(content).hexdigest(),
                               os.stat(os.path.join(path, name)).st_mtime_ns)
     return snapshot
 
 
+def assert_untouched(path, before):
+    after = dir_snapshot(path)
+    assert after.pop('notes.log').startswith(before['notes.log'])
+    assert after == dict((k, v) for k, v in before.items() if k != 'notes.log')
+
+
 # -- the three end-to-end runs on the bundled sample -----------------------------------------------
-Run = collections.namedtuple('Run', 'hparams run_dir out err data trainer')
+Run = collections.namedtuple('Run', 'hparams run_dir out err data variables')
 
 
 @pytest.fixture(scope='module')
 def sample():
-    return datasets.load_data('sbn', use_sample=True)
+    return datasets.load_data('mnist', use_sample=True)
 
 
 @pytest.fixture(scope='module')
@@ -141,11 +154,16 @@ def runs(sample, tmp_path_factory):
                                            device='auto', fast_start=True, seed=1,
                                            checkpoint_secs=0, progress_secs=0)
         trainer = rebar_train.Trainer(options, data=data, out=out, err=err)
-        assert trainer.train() == 340
-        results[name] = Run(hp, run_dir, out.getvalue(), err.getvalue(), data, trainer)
-    yield results
-    for run in results.values():
-        run.trainer.close()
+        try:
+            assert trainer.train() == 340
+            with trainer.session.graph.as_default():
+                variables = tf.global_variables()
+            values = dict(zip([v.op.name for v in variables],
+                              trainer.session.sess.run(variables)))
+        finally:
+            trainer.close()
+        results[name] = Run(hp, run_dir, out.getvalue(), err.getvalue(), data, values)
+    return results
 
 
 @pytest.mark.parametrize('name', ['SBNDynamicRebar', 'SBNNVIL', 'SBNTrackGradVariances'])
@@ -157,7 +175,9 @@ def test_output_parses_as_the_reference_and_matches_the_run_directory(runs, name
     # one full epoch (334 steps), the partial one at --max_steps; evaluation after each
     assert steps_of(entries, 'Step') == [334, 340]
     assert steps_of(entries, 'Valid') == steps_of(entries, 'Test') == [334, 340]
-    n_report = {'SBNNVIL': 1, 'SBNTrackGradVariances': 10}.get(name)
+    # SBNTrackGradVariances: ELBO, temperature, d variance / d log t, its square, a deviation
+    # per tracked estimator, log mean(mean gradient^2)
+    n_report = {'SBNNVIL': 1, 'SBNTrackGradVariances': 5 + len(TRACKED)}.get(name)
     for e in entries:
         expected = n_report if e.kind == 'Step' else n_report and n_report + 1
         assert expected is None or len(e.values) == expected, e
@@ -171,8 +191,8 @@ def test_output_parses_as_the_reference_and_matches_the_run_directory(runs, name
         steps = [e for e in entries if e.kind == 'Step']
         assert all(0 < e.values[1] < 10 and len(e.values) >= 3 for e in steps)
 
-    with open(os.path.join(run.run_dir, 'hparams.json')) as f:
-        assert json.load(f) == run.hparams.values()
+    with open(os.path.join(run.run_dir, 'hparams.json')) as f:   # the run's identity
+        assert json.load(f) == dict(run.hparams.values(), seed=1)
 
     records = read_records(run.run_dir)
     train = [r for r in records if r['kind'] == 'train']
@@ -214,24 +234,35 @@ def test_output_parses_as_the_reference_and_matches_the_run_directory(runs, name
 
 
 def test_the_checkpoint_restores_every_variable(runs):
-    """Weights, both Adams' slots, gradient EMAs, temperature, etas, baselines, global step."""
-    trainer = runs['SBNDynamicRebar'].trainer
-    with trainer.graph.as_default():
-        variables = tf.global_variables()
-    names = set(v.op.name for v in variables)
+    """Weights, both Adams' slots, gradient EMAs, temperature, etas, baselines, global step:
+    a resumed trainer holds the values the run ended with, and restores them again over fresh
+    initial values."""
+    run = runs['SBNDynamicRebar']
+    names = set(run.variables)
     assert {'log_temperature', 'global_step'} <= names
     for part in ('model_adam', 'control_adam', 'gradient_moments', 'eta', 'baseline'):
         assert any(part in n for n in names), part
-    before = trainer.sess.run(variables)
-    trainer.sess.run(trainer.init_op)   # fresh initial values, Adam slots back to zero
-    scrambled = trainer.sess.run(variables)
-    changed = [v.op.name for v, a, b in zip(variables, before, scrambled)
-               if not np.array_equal(a, b)]
-    assert len(changed) > len(variables) // 2
-    trainer.restore_latest()
-    for v, a, b in zip(variables, before, trainer.sess.run(variables)):
-        np.testing.assert_array_equal(a, b, err_msg=v.op.name)
-    assert trainer.step == 340
+    options = rebar_train.make_options(run.hparams, working_dir=run.run_dir, max_steps=340,
+                                       eval_freq=1, fast_start=True, seed=1)
+    trainer = rebar_train.Trainer(options, data=run.data, out=io.StringIO(), err=io.StringIO())
+    try:
+        session = trainer.session
+        with session.graph.as_default():
+            variables = tf.global_variables()
+        assert set(v.op.name for v in variables) == names
+        for v, value in zip(variables, session.sess.run(variables)):
+            np.testing.assert_array_equal(value, run.variables[v.op.name], err_msg=v.op.name)
+        session.initialize()   # fresh initial values, Adam slots back to zero
+        scrambled = session.sess.run(variables)
+        changed = [v.op.name for v, a in zip(variables, scrambled)
+                   if not np.array_equal(a, run.variables[v.op.name])]
+        assert len(changed) > len(variables) // 2
+        trainer.restore_latest()
+        for v, value in zip(variables, session.sess.run(variables)):
+            np.testing.assert_array_equal(value, run.variables[v.op.name], err_msg=v.op.name)
+        assert trainer.step == 340
+    finally:
+        trainer.close()
 
 
 def test_other_hparams_or_data_are_refused_and_nothing_is_touched(runs):
@@ -253,12 +284,13 @@ def test_other_hparams_or_data_are_refused_and_nothing_is_touched(runs):
         rebar_train.FLAGS.unparse_flags()
     assert 'other hparams' in err.getvalue() and 'n_layer=2 there, 1 now' in err.getvalue()
     # the same hparams on other data: refused as well
-    options = rebar_train.make_options(run.hparams, working_dir=run.run_dir, max_steps=400)
+    options = rebar_train.make_options(run.hparams, working_dir=run.run_dir, max_steps=400,
+                                       seed=1)
     with pytest.raises(rebar_train.RunDirError) as e:
         rebar_train.Trainer(options, data=tuple(x[:1000] for x in run.data), out=io.StringIO(),
                             err=io.StringIO())
     assert 'was made with 8000 training images in 334 batches an epoch' in str(e.value)
-    assert dir_snapshot(run.run_dir) == before
+    assert_untouched(run.run_dir, before)
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(runs):
@@ -271,7 +303,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(runs):
         saved = f.read()
     poisoned = (np.full_like(run.data[0], np.nan),) + tuple(run.data[1:])
     options = rebar_train.make_options(run.hparams, working_dir=run.run_dir, max_steps=400,
-                                       fast_start=True, checkpoint_secs=0, checkpoint_steps=1)
+                                       fast_start=True, checkpoint_secs=0, checkpoint_steps=1,
+                                       seed=1)
     trainer = rebar_train.Trainer(options, data=poisoned, out=io.StringIO(), err=io.StringIO())
     try:
         with pytest.raises(rebar_train.NonFiniteError) as e:
@@ -318,8 +351,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(sample, tmp_path):
 def test_the_reference_command_line_works_unchanged():
     rebar_train.FLAGS(['rebar_train.py', '--hparams=' + REFERENCE_COMMAND_HPARAMS])
     try:
-        options = rebar_train.resolve_options(
-            **dict((n, rebar_train.FLAGS[n].value) for n in rebar_train.OPTION_FLAGS))
+        options = rebar_train.options_from_flags(rebar_train.FLAGS)
     finally:
         rebar_train.FLAGS.unparse_flags()
     hp = options.hparams
@@ -534,19 +566,21 @@ def _summary(stdout):
 
 
 @pytest.mark.parametrize('script', ['train_full_1p.sh', 'train_performance_1p.sh'])
-def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, tmp_path):
+def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, small_data, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, ASCEND_DEVICE_ID='5')
-    result = run_process(
-        ['bash', os.path.join(ROOT, 'scripts', script), '--data_path=' + str(tmp_path / 'none'),
-         '--output_path=' + str(tmp_path / 'output'), '--train_steps=40', '--batch_size=24',
-         '--hparams=' + REFERENCE_COMMAND_HPARAMS.replace('n_layer=2', 'n_layer=1')
-         + ',n_hidden=16', '--fast_start'], env=env)
+    command = ['bash', os.path.join(ROOT, 'scripts', script), '--data_path=' + small_data,
+               '--output_path=' + str(tmp_path / 'output'), '--train_steps=40', '--batch_size=24',
+               '--hparams=n_layer=1,n_hidden=16', '--fast_start']
+    result = run_process(command, env=env)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     fields = _summary(result.stdout)
     out_dir = tmp_path / 'output' / '5'
     with open(str(out_dir / 'train_5.log')) as f:
         log = f.read()
-    assert 'bundled sample' in log   # --data_path holds no MNIST
+    # the documented configuration, with --hparams applied over it
+    printed = ast.literal_eval([l for l in log.splitlines() if l.startswith('{')][0])
+    assert (printed['model'], printed['learning_rate'], printed['n_layer']) == \
+        ('SBNDynamicRebar', 0.0003, 1)
     mode = 'acc' if 'full' in script else 'perf'
     assert fields['CaseName'] == 'REBAR_SBNDynamicRebar_for_TensorFlow_bs24_1p_' + mode
     assert (out_dir / (fields['CaseName'] + '.log')).exists()
@@ -566,23 +600,40 @@ def test_modelzoo_scripts_train_on_the_cpu_and_print_the_summary(script, tmp_pat
     if mode == 'acc':
         last_test = [l for l in log.splitlines() if l.startswith('Test ')][-1]
         assert float(fields['TrainAccuracy']) == float(last_test.split('[')[1].split()[0]) < 0
+        # rerun (a resume that has nothing left to do): the log is kept and the summary too
+        again = run_process(command, env=env)
+        assert again.returncode == 0, again.stderr[-2000:]
+        refields = _summary(again.stdout)
+        assert refields['ActualLoss'] == fields['ActualLoss']
+        assert refields['TrainAccuracy'] == fields['TrainAccuracy']
+        with open(str(out_dir / 'train_5.log')) as f:
+            assert f.read().startswith(log)
     else:
         assert 'Test ' not in log   # no evaluation in a performance run
 
 
+def test_modelzoo_scripts_stop_before_the_summary_without_tensorflow(small_data, tmp_path):
+    env = dict(os.environ, PYTHON='/bin/false', ASCEND_DEVICE_ID='5')
+    result = run_process(['bash', os.path.join(ROOT, 'scripts', 'train_full_1p.sh'),
+                          '--data_path=' + small_data, '--output_path=' + str(tmp_path)],
+                         env=env)
+    assert result.returncode == 1
+    assert 'Final result' not in result.stdout and ' = ' not in result.stdout
+    assert 'no interpreter that imports tensorflow and absl (tried: /bin/false)' \
+        in result.stderr
+    assert 'scripts/setup_env.sh' in result.stderr
+
+
 def _record_batches(trainer, seen):
-    """Wraps the trainer's step so that each step first reads the batch its graph will take."""
-    step_fn = trainer._step_fn
+    """Wraps the session's step so that each step first reads the batch its graph will take."""
+    session = trainer.session
+    step = session.step
 
     def recording(n_images):
-        run = step_fn(n_images)
-
-        def call(*inputs):
-            taken = trainer.sess.run(trainer.model.training(n_images).x)
-            seen.append((taken, trainer.train_xs[trainer.epoch.next_indices()]))
-            return run(*inputs)
-        return call
-    trainer._step_fn = recording
+        taken = session.sess.run(session.model.training(n_images).x)
+        seen.append((taken, trainer.train_xs[trainer.epoch.next_indices()]))
+        return step(n_images)
+    session.step = recording
 
 
 @pytest.mark.parametrize('dynamic_b', [False, True])
@@ -605,7 +656,7 @@ def test_batches_taken_in_the_session_are_the_epochs_batches(tmp_path, dynamic_b
                                            progress_secs=0, fast_start=True, seed=1)
         trainer = rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
         try:
-            assert trainer.batches is not None
+            assert trainer.session.batches is not None
             _record_batches(trainer, seen)
             trainer.train()
         finally:
@@ -617,3 +668,302 @@ def test_batches_taken_in_the_session_are_the_epochs_batches(tmp_path, dynamic_b
             np.testing.assert_array_equal(taken[:, :200], expected[:, :200])
         else:
             np.testing.assert_array_equal(taken, expected)
+
+
+# -- robustness: what a new user runs into ---------------------------------------------------------
+def test_launchers_merge_hparams_over_the_documented_configuration(small_data, tmp_path):
+    """--hparams and the aliases change the documented configuration name by name."""
+    doc = REFERENCE_COMMAND_HPARAMS
+    o = rebar_train.resolve_options(base_hparams=doc, hparams=['nonlinear=true'])
+    assert (o.hparams.model, o.hparams.n_layer, o.hparams.learning_rate, o.hparams.nonlinear) \
+        == ('SBNDynamicRebar', 2, 0.0003, True)
+    o = rebar_train.resolve_options(base_hparams=doc, learning_rate=0.001)
+    assert o.hparams.learning_rate == 0.001 and o.hparams.model == 'SBNDynamicRebar'
+    o = rebar_train.resolve_options(hparams=['model=SBN,n_layer=3', 'n_layer=2'])
+    assert (o.hparams.model, o.hparams.n_layer) == ('SBN', 2)
+    with pytest.raises(rebar_train.UsageError):   # the user's own two values still conflict
+        rebar_train.resolve_options(base_hparams=doc, hparams=['learning_rate=0.01'],
+                                    learning_rate=0.001)
+    # through the launcher: the hparams line it prints is the merged configuration
+    for extra, expected in ((['--hparams=nonlinear=true,n_hidden=8'],
+                             dict(nonlinear=True, learning_rate=0.0003)),
+                            (['--hparams=n_hidden=8', '--learning_rate=0.001'],
+                             dict(nonlinear=False, learning_rate=0.001))):
+        result = run_process(
+            ['bash', os.path.join(ROOT, 'scripts', 'run_workstation.sh'), '--max_steps=0',
+             '--data_dir=' + small_data, '--working_dir=' + str(tmp_path / extra[-1][2:8]),
+             '--fast_start'] + extra, env=dict(os.environ, PYTHON=sys.executable))
+        assert result.returncode == 0, result.stderr[-2000:]
+        printed = ast.literal_eval(result.stdout.splitlines()[0])
+        assert (printed['model'], printed['n_layer'], printed['n_hidden']) == \
+            ('SBNDynamicRebar', 2, 8)
+        for name, value in expected.items():
+            assert printed[name] == value, name
+
+
+def test_hparam_typos_are_refused_before_tensorflow_is_imported(tmp_path):
+    """The refusal comes from the flags alone: TensorFlow is never loaded."""
+    probe = textwrap.dedent('''
+        import runpy, sys
+        sys.path.insert(0, {root!r})
+        sys.argv = ['rebar_train.py', '--hparams=modle=SBN', '--working_dir={run}']
+        try:
+            runpy.run_path({script!r}, run_name='__main__')
+        except SystemExit as e:
+            print('exit', e.code, 'tensorflow' in sys.modules)
+    ''').format(root=ROOT, run=str(tmp_path / 'run'),
+                script=os.path.join(ROOT, 'rebar_train.py'))
+    result = run_process([sys.executable, '-c', probe])
+    assert result.stdout.split() == ['exit', '2', 'False'], result.stdout + result.stderr
+    assert "Unknown hparam 'modle'" in result.stderr and 'Valid names' in result.stderr
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_working_dir_that_cannot_be_written_is_refused_before_loading_data(small_data,
+                                                                             tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text(u'not a directory')
+    result = run_process(train_command('--hparams=model=SBN,n_hidden=8', '--max_steps=5',
+                                       '--data_dir=' + small_data,
+                                       '--working_dir=' + str(blocker / 'run')))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ['rebar_train: error: cannot write the run directory %s (Not a directory). '
+                     'Give a --working_dir in a writable place.' % (blocker / 'run')], lines
+    assert result.stdout == ''   # not even the hparams line: nothing was loaded or built
+
+
+def _limit_file_size(n_bytes):
+    """For subprocess preexec_fn: writes past n_bytes fail with EFBIG, as on a full disk
+    (Python ignores SIGXFSZ, so the write returns an error instead of killing the process)."""
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
+
+def test_a_failing_checkpoint_write_ends_with_one_line_and_keeps_the_last_good_one(small_data,
+                                                                                   tmp_path):
+    run_dir = str(tmp_path / 'run')
+    common = ['--hparams=model=SBNNVIL,n_hidden=16', '--data_dir=' + small_data,
+              '--working_dir=' + run_dir, '--eval_freq=0', '--checkpoint_steps=10',
+              '--checkpoint_secs=0', '--fast_start', '--seed=1']
+    first = run_process(train_command(*common + ['--max_steps=10']))
+    assert first.returncode == 0, first.stderr[-2000:]
+    with open(os.path.join(run_dir, 'model.ckpt-10.data-00000-of-00001'), 'rb') as f:
+        saved = f.read()
+    assert len(saved) > 100000
+    # resumed with writes capped below a checkpoint's size: its next save fails
+    second = subprocess.run(train_command(*common + ['--max_steps=30']), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=300,
+                            preexec_fn=_limit_file_size(50000))
+    assert second.returncode == 1, second.stderr[-3000:]
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith('rebar_train: error: could not save checkpoint model.ckpt-20 in %s ('
+                           % run_dir), last
+    assert 'The last good checkpoint, model.ckpt-10, is kept' in last
+    assert 'rerun the same command to resume' in last
+    assert 'Traceback' not in second.stderr
+    with open(os.path.join(run_dir, 'progress.json')) as f:
+        assert json.load(f)['step'] == 10
+    with open(os.path.join(run_dir, 'model.ckpt-10.data-00000-of-00001'), 'rb') as f:
+        assert f.read() == saved
+    # with room again, the same command resumes from it
+    third = run_process(train_command(*common + ['--max_steps=30']))
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert 'resumed from model.ckpt-10 at step 10' in third.stderr
+    assert [r['step'] for r in read_records(run_dir) if r['kind'] == 'train'] == [10, 20, 30]
+
+
+def test_a_fresh_start_after_a_kill_before_any_checkpoint_leaves_one_curve(small_data, tmp_path):
+    """kill -9 after two epochs and before any checkpoint; the rerun starts again from step 0.
+    TensorBoard (its own event reader, purging as it does) shows one curve, that of the
+    metrics file, and stderr says why the old records went."""
+    from tensorboard.backend.event_processing import event_accumulator
+    run_dir = str(tmp_path / 'run')
+    command = train_command('--hparams=model=SBNNVIL,n_hidden=16', '--data_dir=' + small_data,
+                            '--working_dir=' + run_dir, '--eval_freq=0', '--checkpoint_secs=0',
+                            '--fast_start', '--seed=2', '--max_steps=1000000')
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               universal_newlines=True)
+    try:
+        seen = 0
+        while seen < 2:   # two epoch lines printed: steps 10 and 20
+            line = process.stdout.readline()
+            assert line, 'the run ended early'
+            seen += line.startswith('Step ')
+    finally:
+        process.kill()
+        process.wait()
+    assert not os.path.exists(os.path.join(run_dir, 'progress.json'))
+    again = run_process(command[:-1] + ['--max_steps=35'])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert 'after step 0 (no checkpoint was saved: training starts again from step 0)' \
+        in again.stderr
+    records = read_records(run_dir)
+    assert [r['step'] for r in records] == [10, 20, 30, 35]
+    events = event_accumulator.EventAccumulator(run_dir, purge_orphaned_data=True)
+    events.Reload()
+    shown = [(e.step, e.value) for e in events.Scalars('Train ELBO')]
+    assert shown == [(r['step'], pytest.approx(r['report'][0], rel=1e-6)) for r in records]
+
+
+def test_a_default_run_prints_no_tensorflow_noise(small_data, tmp_path):
+    """stderr holds the project's own lines only (TensorFlow's log lines and warnings are off
+    unless --tf_log), and stdout the reference's."""
+    result = run_process(train_command('--hparams=model=SBNDynamicRebar,n_layer=2,n_hidden=16',
+                                       '--data_dir=' + small_data, '--max_steps=25',
+                                       '--working_dir=' + str(tmp_path / 'run'),
+                                       '--eval_freq=2', '--log_every=10'))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(l.startswith(('rebar_train: ', 'datasets: ')) for l in lines), lines
+    parse_reference_output(result.stdout)
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_nothing_that_blocks_a_rerun(tmp_path):
+    hp = config.parse_hparams('model=SBN,n_hidden=8')
+    run_dir = tmp_path / 'run'
+    options = rebar_train.make_options(hp, working_dir=str(run_dir), max_steps=5, eval_freq=0,
+                                       fast_start=True, progress_secs=0)
+    too_small = tuple(np.zeros((1, 784), np.float32) for _ in range(3))
+    with pytest.raises(rebar_train.UsageError) as e:
+        rebar_train.run(options, data=too_small, out=io.StringIO(), err=io.StringIO())
+    assert 'holds no batch' in str(e.value)
+    assert not run_dir.exists()
+    # a directory made beforehand (a sweep's) keeps what was there, and loses the run's identity
+    run_dir.mkdir()
+    (run_dir / 'stdout.log').write_text(u'kept')
+    with pytest.raises(rebar_train.UsageError):
+        rebar_train.run(options, data=too_small, out=io.StringIO(), err=io.StringIO())
+    assert not (run_dir / 'hparams.json').exists() and (run_dir / 'stdout.log').exists()
+    data = tuple(np.random.RandomState(0).rand(n, 784).astype(np.float32) for n in (48, 5, 5))
+    corrected = options._replace(hparams=hp.replace(n_hidden=4))
+    assert rebar_train.run(corrected, data=data, out=io.StringIO(), err=io.StringIO()) == 5
+
+
+# -- a run's identity and provenance ---------------------------------------------------------------
+def test_the_seed_is_part_of_a_runs_identity(tmp_path, monkeypatch):
+    monkeypatch.chdir(str(tmp_path))
+    hp = config.parse_hparams('model=SBN,n_hidden=8')
+    data = tuple(np.random.RandomState(0).rand(n, 784).astype(np.float32) for n in (48, 5, 5))
+
+    def train(seed, max_steps):
+        options = rebar_train.make_options(hp, seed=seed, max_steps=max_steps, eval_freq=0,
+                                           fast_start=True, progress_secs=0, checkpoint_secs=0)
+        err = io.StringIO()
+        rebar_train.run(options, data=data, out=io.StringIO(), err=err)
+        return err.getvalue()
+
+    train(1, 4)
+    train(2, 4)
+    assert sorted(os.listdir('runs')) == ['model_SBN.n_hidden_8.seed_1',
+                                          'model_SBN.n_hidden_8.seed_2']
+    assert 'resumed from model.ckpt-4 at step 4' in train(1, 6)
+    with open(os.path.join('runs', 'model_SBN.n_hidden_8.seed_1', 'hparams.json')) as f:
+        assert json.load(f)['seed'] == 1
+    other = rebar_train.make_options(hp, seed=3, working_dir='runs/model_SBN.n_hidden_8.seed_1')
+    with pytest.raises(rebar_train.RunDirError) as e:
+        rebar_train.Trainer(other, data=data, out=io.StringIO(), err=io.StringIO())
+    assert 'seed=1 there, 3 now' in str(e.value)
+
+
+def test_a_run_directory_in_use_is_refused_naming_its_holder(tmp_path):
+    hp = config.parse_hparams('model=SBN,n_hidden=8')
+    data = tuple(np.random.RandomState(0).rand(n, 784).astype(np.float32) for n in (48, 5, 5))
+    options = rebar_train.make_options(hp, working_dir=str(tmp_path / 'run'), max_steps=4,
+                                       eval_freq=0, fast_start=True, progress_secs=0)
+    holder = rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
+    try:
+        with pytest.raises(rebar_train.RunDirError) as e:
+            rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
+        assert 'is in use by process %d' % os.getpid() in str(e.value)
+        assert os.path.exists(str(tmp_path / 'run' / 'hparams.json'))   # the holder's, kept
+    finally:
+        holder.close()
+    assert rebar_train.run(options, data=data, out=io.StringIO(), err=io.StringIO()) == 4
+
+
+def test_provenance_and_named_metrics_fields(small_data, tmp_path):
+    """provenance.json says where the run came from (the data files' checksums equal those of
+    the files read); metrics records name every entry of the printed vectors; notes.log keeps
+    the run's stderr lines."""
+    import platform
+    run_dir = str(tmp_path / 'run')
+    command = train_command('--hparams=model=SBNDynamicRebar,n_layer=2,n_hidden=16',
+                            '--data_dir=' + small_data, '--working_dir=' + run_dir,
+                            '--max_steps=20', '--eval_freq=1', '--fast_start', '--seed=4')
+    result = run_process(command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(run_dir, 'provenance.json')) as f:
+        sessions = json.load(f)['sessions']
+    assert len(sessions) == 1
+    s = sessions[0]
+    assert s['command'][1:] == command[2:]
+    assert s['python'] == platform.python_version() and s['tensorflow'] == tf.__version__
+    assert s['numpy'] == np.__version__ and s['device'] == 'cpu'
+    assert s['start_step'] == 0 and s['end_step'] == 20 and s['outcome'] == 'finished'
+    assert s['started'] <= s['ended']
+    files = dict((os.path.basename(f['path']), f['sha256']) for f in s['data']['files'])
+    assert sorted(files) == ['binarized_mnist_%s.amat' % n for n in ('test', 'train', 'valid')]
+    for name, digest in files.items():
+        with open(os.path.join(small_data, name), 'rb') as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest
+    records = read_records(run_dir)
+    names = ['elbo', 'temperature'] + ['eta/' + n for n in (
+        'model/p_prior', 'model/q_0/weights', 'model/q_0/biases', 'model/q_1/weights',
+        'model/q_1/biases', 'model/p_1/weights', 'model/p_1/biases', 'model/p_0/weights',
+        'model/p_0/biases')]
+    for r in records:
+        if r['kind'] == 'train':
+            assert list(r['fields']) == names
+            assert list(r['fields'].values()) == r['report']
+        else:
+            for split in ('valid', 'test'):
+                fields = r[split + '_fields']
+                assert list(fields)[:len(names) + 1] == ['iwae_bound'] + names
+                assert list(fields.values()) == r[split]
+    with open(os.path.join(run_dir, 'notes.log')) as f:
+        notes = f.read()
+    for line in result.stderr.splitlines():
+        if line.startswith('rebar_train: '):
+            assert line in notes
+
+
+def test_dynamic_binarization_differs_each_epoch_and_a_seed_reproduces_it(tmp_path):
+    """dynamic_b draws a new binarization each time an image is drawn (in the session, by
+    TensorFlow's generator); the same --seed draws the same ones again."""
+    hp = config.parse_hparams('model=SBN,n_layer=1,n_hidden=8,batch_size=24,dynamic_b=true')
+    train = np.full((48, 784), 0.5, np.float32)
+    data = (train, train[:5], train[:5])
+    draws = []
+    for name in ('first', 'again'):
+        seen = []
+        options = rebar_train.make_options(hp, working_dir=str(tmp_path / name), eval_freq=0,
+                                           max_steps=4, checkpoint_secs=0, progress_secs=0,
+                                           fast_start=True, seed=7)
+        trainer = rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
+        try:
+            _record_batches(trainer, seen)
+            orders = []
+            new_epoch = trainer._new_epoch
+
+            def recording_epoch():
+                epoch = new_epoch()
+                orders.append(epoch.order)
+                return epoch
+            trainer._new_epoch = recording_epoch
+            orders.append(trainer.epoch.order)
+            trainer.train()
+        finally:
+            trainer.close()
+        # each image's binarization, by image index, in epochs 1 and 2 (two steps each)
+        per_epoch = []
+        for e in range(2):
+            images = np.concatenate([taken for taken, _ in seen[2 * e:2 * e + 2]])
+            per_epoch.append(images[np.argsort(orders[e])])
+        draws.append(per_epoch)
+    first, again = draws
+    for e in range(2):
+        np.testing.assert_array_equal(first[e], again[e])
+        assert set(np.unique(first[e])) == {0.0, 1.0}
+        assert 0.45 < first[e].mean() < 0.55
+    assert np.mean(first[0] != first[1]) > 0.4   # a new draw each epoch: about half differ

@@ -1,0 +1,145 @@
+"""The TensorFlow side of a training run: its graph, built whole before the first call, and its
+session. The driver (rebar_train.py) asks it for steps, evaluations, checkpoints and TensorBoard
+scalars, and knows nothing else of TensorFlow.
+"""
+from __future__ import absolute_import, division, print_function
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import rebar
+
+
+class RunSession(object):
+    """A model for `hparams` in its own graph and session.
+
+    Every graph the run needs (the training step for each batch size an epoch has, evaluation
+    when `evaluates`) is built, and the graph finalized, before the first `session.run`: a run
+    graph is never changed after it has run. With static shapes the training set is held in the
+    session (`batches.DeviceBatches`) and a step feeds nothing; otherwise the batch is fed.
+    """
+
+    def __init__(self, hparams, backend, train_xs, batch_sizes, static_shapes, evaluates,
+                 random_seed, log_dir):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            if random_seed is not None:
+                tf.set_random_seed(random_seed)
+            self.batches = (DeviceBatches(len(train_xs), hparams.n_input,
+                                                  hparams.batch_size, hparams.dynamic_b)
+                            if static_shapes else None)
+            self.model = model = rebar.build_model(
+                hparams, np.mean(train_xs, axis=0), static_shapes=static_shapes,
+                images=self.batches.images if self.batches else None)
+            trainings = dict((n, model.training(n))
+                             for n in (sorted(batch_sizes) if static_shapes else [None]))
+            if evaluates:
+                model.eval_report
+            self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
+            init_op = tf.global_variables_initializer()
+        self.graph.finalize()
+        self.sess = tf.Session(graph=self.graph, config=backend.session_config)
+        self._init_op = init_op
+        if self.batches:
+            self.batches.initialize(self.sess, train_xs)
+        # session callables skip sess.run's per-call parsing of fetches and feeds
+        self._steps = dict(
+            (n, self.sess.make_callable((t.report, t.grad_variance, t.step_after,
+                                         model.temperature, t.grads_finite),
+                                        feed_list=[] if self.batches else [t.x]))
+            for n, t in trainings.items())
+        self.writer = tf.summary.FileWriter(log_dir)
+
+    @property
+    def tracked(self):
+        return self.model.tracked
+
+    def initialize(self):
+        self.sess.run(self._init_op)
+
+    def step(self, xs_or_n):
+        """One training step: on a batch of n images taken in the session (static shapes), or
+        on the fed batch xs. Returns (report, gradient variance, global step after it,
+        temperature, whether every gradient was finite)."""
+        if self.batches:
+            return self._steps[xs_or_n]()
+        return self._steps[None](xs_or_n)
+
+    def load_epoch(self, order, start_step):
+        """The epoch's order, whose first batch is taken at global step `start_step`."""
+        if self.batches:
+            self.batches.load(self.sess, order, start_step)
+
+    def evaluate(self, xs):
+        """The reference's evaluation: the mean over groups of EVAL_GROUP images of
+        [importance-weighted bound, evaluation report...]."""
+        group = rebar.EVAL_GROUP
+        return np.mean([self.model.partial_eval(self.sess, xs[i:i + group])
+                        for i in range(0, len(xs), group)], axis=0)
+
+    def save(self, prefix):
+        self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
+
+    def restore(self, prefix):
+        """Restores a checkpoint; returns (its global step, temperature)."""
+        self.saver.restore(self.sess, prefix)
+        return self.sess.run((self.model.global_step, self.model.temperature))
+
+    def scalars(self, values, step):
+        """TensorBoard scalars: `values` a list of (tag, number)."""
+        self.writer.add_summary(tf.Summary(value=[
+            tf.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values]), step)
+        self.writer.flush()
+
+    def restart_marker(self, step):
+        """Makes TensorBoard drop the events an earlier, killed process of this run wrote at
+        `step` or later (they are trained again)."""
+        self.writer.add_session_log(tf.SessionLog(status=tf.SessionLog.START), step)
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+        self.sess.close()
+
+
+class DeviceBatches(object):
+    """The training set held in the session, and each step's batch taken from it there, so that
+    a training step feeds nothing (a fed call has a fixed cost per step, docs/performance.md).
+    Static shapes only.
+
+    The epoch's order and the global step at which its first batch is taken are loaded once
+    an epoch; a step's batch is order[(step - start) * batch_size:][:n], binarised on the
+    device when `dynamic_b` (with TensorFlow's generator, like the noise).
+    """
+
+    def __init__(self, n_images, n_input, batch_size, dynamic_b):
+        self.batch_size, self.dynamic_b = batch_size, dynamic_b
+        self.data_in = tf.placeholder(tf.float32, [n_images, n_input], 'training_set')
+        self.order_in = tf.placeholder(tf.int32, [n_images], 'epoch_order')
+        self.start_in = tf.placeholder(tf.int64, [], 'epoch_start')
+        # outside every collection: neither checkpointed nor initialised with the model
+        self.data = tf.Variable(self.data_in, trainable=False, collections=[],
+                                use_resource=True, name='training_set')
+        self.order = tf.Variable(self.order_in, trainable=False, collections=[],
+                                 use_resource=True, name='epoch_order')
+        self.start = tf.Variable(self.start_in, trainable=False, collections=[],
+                                 use_resource=True, name='epoch_start')
+        self.load_op = tf.group(self.order.assign(self.order_in),
+                                self.start.assign(self.start_in))
+
+    def images(self, n_images):
+        """The [n_images, n_input] batch of the current step (before its update)."""
+        step = tf.train.get_global_step().read_value()
+        first = tf.cast(step - self.start.read_value(), tf.int32) * self.batch_size
+        xs = tf.gather(self.data, tf.slice(self.order, [first], [n_images]))
+        if self.dynamic_b:
+            xs = tf.cast(tf.random_uniform(xs.shape) < xs, tf.float32)
+        return xs
+
+    def initialize(self, sess, train_xs):
+        sess.run([self.data.initializer, self.order.initializer, self.start.initializer],
+                 {self.data_in: train_xs, self.order_in: np.arange(len(train_xs)),
+                  self.start_in: 0})
+
+    def load(self, sess, order, start_step):
+        sess.run(self.load_op, {self.order_in: order, self.start_in: start_step})
