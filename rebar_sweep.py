@@ -181,18 +181,11 @@ def pin_definition(sweep_dir, defn, runs, argv):
 
 
 # -- one run ----------------------------------------------------------------------------------------
-def driver_has_flag(name):
-    """Whether rebar_train.py defines --name (older drivers lack --threads)."""
-    with open(DRIVER) as f:
-        return re.search(r"DEFINE_\w+\(\s*'%s'" % re.escape(name), f.read()) is not None
-
-
 def train_command(python, run, run_path, max_steps, threads, driver_flags):
-    command = [python, '-u', DRIVER, '--hparams=' + run['hparams'], '--working_dir=' + run_path,
-               '--seed=%d' % run['seed'], '--max_steps=%d' % max_steps]
-    if threads:
-        command.append('--threads=%d' % threads)
-    return command + list(driver_flags)
+    """The trainer's command line; `threads`: its CPUs (a fraction of a CPU gets one thread)."""
+    return [python, '-u', DRIVER, '--hparams=' + run['hparams'], '--working_dir=' + run_path,
+            '--seed=%d' % run['seed'], '--max_steps=%d' % max_steps,
+            '--threads=%d' % max(1, int(threads))] + list(driver_flags)
 
 
 def run_task(command, run_path, session, npus):
@@ -378,10 +371,10 @@ def run_sweep(args, driver_flags, argv):
     runs = expand(defn)
     sweep_dir = os.path.abspath(args.sweep_dir)
     flags = (presets.PRESETS[args.preset]['driver_flags'] if args.preset else []) + driver_flags
-    threads = args.cpus_per_run if driver_has_flag('threads') else 0
     max_steps = defn['max_steps']
     commands = dict((r['name'], train_command(args.python, r, os.path.join(sweep_dir, r['name']),
-                                              max_steps, int(threads), flags)) for r in runs)
+                                              max_steps, args.cpus_per_run, flags))
+                    for r in runs)
     if args.dry_run:
         for run in runs:
             print(' '.join(commands[run['name']]))
