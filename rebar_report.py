@@ -55,7 +55,7 @@ class ReportError(ValueError):
     """Nothing to report; the message says why."""
 
 
-# -- the runs ---------------------------------------------------------------------------------------
+# -- the runs -------------------------------------------------------------------------------------
 def with_fields(record):
     """The record with named fields; records from drivers that wrote only the raw vectors get
     the ones every model has (the report vector's first entry is the ELBO, an evaluation's the
@@ -127,7 +127,7 @@ def load(directory):
     return runs, published
 
 
-# -- the numbers ------------------------------------------------------------------------------------
+# -- the numbers ----------------------------------------------------------------------------------
 def final_train_elbo(recs):
     """(ELBO of the last full epoch, False), or of the last partial one (True) if the run has
     no full epoch; None without training records."""
@@ -248,7 +248,7 @@ def write_tables(out_dir, runs, table, published):
     return text
 
 
-# -- the figures ------------------------------------------------------------------------------------
+# -- the figures ----------------------------------------------------------------------------------
 def series(run, figure):
     """{line name: (steps, values)} of one run for a figure."""
     name, _, field = [f for f in FIGURES if f[0] == figure][0]

@@ -43,17 +43,17 @@ DRIVER = os.path.join(HERE, 'rebar_train.py')
 SWEEP_FILE = 'sweep.json'
 STDOUT, STDERR = 'stdout.log', 'stderr.log'
 ATTEMPT = 'sweep_attempt.json'   # who is training this run for the sweep (pid, host, session)
+HEADER = '==== rebar_sweep: attempt'   # starts each attempt's lines in stderr.log
 TAIL_LINES = 15
 
 PROGRESS = re.compile(r'rebar_train: progress: step (\d+) of (\d+), .*?, ([0-9.]+) steps/s')
-ATTEMPT_HEADER = '==== rebar_sweep: attempt (session %s) on %s, pid %d, %s'
 
 
 class SweepError(ValueError):
     """A sweep that cannot run as asked; the message says what to change."""
 
 
-# -- the definition ----------------------------------------------------------------------------
+# -- the definition -------------------------------------------------------------------------------
 def parse_grid(text):
     """"model=A,B;n_layer=1,2" as axes [{'name', 'values': [[label, 'k=v']]}]."""
     axes, names = [], set()
@@ -180,7 +180,7 @@ def pin_definition(sweep_dir, defn, runs, argv):
                                          indent=1) + '\n')
 
 
-# -- one run ----------------------------------------------------------------------------------------
+# -- one run --------------------------------------------------------------------------------------
 def train_command(python, run, run_path, max_steps, threads, driver_flags):
     """The trainer's command line; `threads`: its CPUs (a fraction of a CPU gets one thread)."""
     return [python, '-u', DRIVER, '--hparams=' + run['hparams'], '--working_dir=' + run_path,
@@ -188,9 +188,11 @@ def train_command(python, run, run_path, max_steps, threads, driver_flags):
             '--threads=%d' % max(1, int(threads))] + list(driver_flags)
 
 
-def run_task(command, run_path, session, npus):
-    """Body of the Ray task: runs one trainer with its output in the run directory and returns
-    {'code', 'tail', 'seconds'}. Self-contained, since Ray ships it to its workers by value.
+def run_task(command, run_path, cwd, session, npus, layout):
+    """Body of the Ray task: runs one trainer (in `cwd`, where the sweep started, if this host
+    has it) with its output in the run directory and returns {'code', 'tail', 'seconds'}.
+    Self-contained (module constants come in `layout`), since Ray ships it to its workers by
+    value.
 
     The trainer gets SIGTERM when this worker dies (a killed sweep), on which it saves a
     checkpoint and stops. An NPU's id from Ray becomes ASCEND_DEVICE_ID (a physical id, so
@@ -224,31 +226,34 @@ def run_task(command, run_path, session, npus):
     if not os_.path.isdir(run_path):
         os_.makedirs(run_path)
     started = time_.time()
-    with open(os_.path.join(run_path, 'stdout.log'), 'a') as out, \
-            open(os_.path.join(run_path, 'stderr.log'), 'a') as err:
-        err.write('==== rebar_sweep: attempt (session %s) on %s, pid %d, %s\n'
-                  % (session, socket_.gethostname(), os_.getpid(),
+    stderr_path = os_.path.join(run_path, layout['stderr'])
+    with open(os_.path.join(run_path, layout['stdout']), 'a') as out, \
+            open(stderr_path, 'a') as err:
+        err.write('%s (session %s) on %s, pid %d, %s\n'
+                  % (layout['header'], session, socket_.gethostname(), os_.getpid(),
                      ' '.join('%s=%s' % (k, env[k]) for k in ('CUDA_VISIBLE_DEVICES',
                                                               'ASCEND_DEVICE_ID') if k in env)))
         err.flush()
         process = subprocess_.Popen(command, stdout=out, stderr=err, env=env,
+                                    cwd=cwd if os_.path.isdir(cwd) else None,
                                     preexec_fn=die_with_parent)
-        attempt = os_.path.join(run_path, 'sweep_attempt.json')
+        attempt = os_.path.join(run_path, layout['attempt'])
         with open(attempt + '.tmp', 'w') as f:
             json_.dump({'pid': process.pid, 'host': socket_.gethostname(),
                         'session': session, 'started': started}, f)
         os_.replace(attempt + '.tmp', attempt)
         code = process.wait()
-    with open(os_.path.join(run_path, 'stderr.log')) as f:
+    with open(stderr_path) as f:
         lines = f.read().splitlines()
-    header = [i for i, line in enumerate(lines) if line.startswith('==== rebar_sweep: attempt')]
-    tail = lines[header[-1] + 1 if header else 0:][-15:]
+    header = [i for i, line in enumerate(lines) if line.startswith(layout['header'])]
+    tail = lines[header[-1] + 1 if header else 0:][-layout['tail']:]
     return {'code': code, 'tail': tail, 'seconds': time_.time() - started}
 
 
 def live_trainer(run_path):
-    """The pid of a trainer working in `run_path`, or None: the run lock's holder, or (for
-    drivers that take no lock) a live rebar_train.py that a sweep started there on this host."""
+    """The pid of a trainer working in `run_path`, or None: the run lock's holder, or a live
+    rebar_train.py that a sweep started there on this host (which takes the lock only after
+    its start-up)."""
     run = rundir.RunDir(run_path)
     holder = run.lock_holder() if run.exists() else None
     if holder is not None:
@@ -298,7 +303,7 @@ def last_progress(run_path):
     return int(step), float(rate)
 
 
-# -- the schedule ------------------------------------------------------------------------------------
+# -- the schedule ---------------------------------------------------------------------------------
 def duration(seconds):
     if seconds is None:
         return '?'
@@ -397,6 +402,8 @@ def run_sweep(args, driver_flags, argv):
                                                    if args.npus_per_run else None),
                                         max_retries=0)
     session = '%d-%d' % (os.getpid(), int(time.time()))
+    layout = {'stdout': STDOUT, 'stderr': STDERR, 'attempt': ATTEMPT, 'header': HEADER,
+              'tail': TAIL_LINES}
     pending, failures = {}, []
     last_status = 0.0
     try:
@@ -414,8 +421,8 @@ def run_sweep(args, driver_flags, argv):
                 elif finished_step(path, max_steps) is not None:
                     status[name] = 'done'
                 else:
-                    pending[task.remote(commands[name], path, session,
-                                        args.npus_per_run)] = run
+                    pending[task.remote(commands[name], path, os.getcwd(), session,
+                                        args.npus_per_run, layout)] = run
                     status[name] = 'queued'
             for run in pending.values():   # queued until Ray starts the task
                 if attempt_session(os.path.join(sweep_dir, run['name'])) == session:
@@ -451,7 +458,7 @@ def run_sweep(args, driver_flags, argv):
     return 0
 
 
-# -- command line ------------------------------------------------------------------------------------
+# -- command line ---------------------------------------------------------------------------------
 def parser():
     p = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],

@@ -1,6 +1,6 @@
 """Wall time of a sweep of equal runs against the same runs one after another.
 
-    python scripts/benchmark_sweep.py                       # 4 x SBNDynamicRebar, 2 layers, 3000 steps
+    python scripts/benchmark_sweep.py             # 4 x SBNDynamicRebar, 2 layers, 3000 steps
     python scripts/benchmark_sweep.py --steps 1000 --cpus 1 --json out.json
 
 For each --cpus value c: the runs one after another (rebar_train.py with --threads=c), then the

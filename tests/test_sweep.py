@@ -42,7 +42,7 @@ def run_sweep(*args, **kw):
 def headers(run_path):
     """How many times a sweep started a trainer in the run directory."""
     with open(os.path.join(run_path, rebar_sweep.STDERR)) as f:
-        return sum(1 for line in f if line.startswith('==== rebar_sweep: attempt'))
+        return sum(1 for line in f if line.startswith(rebar_sweep.HEADER))
 
 
 def file_times(directory):
@@ -50,7 +50,7 @@ def file_times(directory):
                 for d, _, names in os.walk(directory) for n in names)
 
 
-# -- the definition, without Ray -------------------------------------------------------------------
+# -- the definition, without Ray ------------------------------------------------------------------
 def test_grid_seeds_and_hparams_parse_and_bad_ones_are_named():
     axes = rebar_sweep.parse_grid('model=SBN, SBNNVIL ;n_layer=1,2')
     assert [a['name'] for a in axes] == ['model', 'n_layer']
@@ -116,7 +116,30 @@ def test_table1_preset_is_the_released_codes_documented_run():
     assert published['Omniglot, linear 1 layer']['SBNNVIL'] == -117.44
 
 
-# -- a real sweep --------------------------------------------------------------------------------------
+PROGRESS_LINE = ('rebar_train: progress: step %d of %d, epoch %d (batch %d of %d), %.2f steps/s, '
+                 '%.1f images/s, ETA %s\n')
+
+
+def test_eta_comes_from_the_runs_progress_lines(tmp_path):
+    """A running run at step 100 of 1000 at 10 steps/s (90 s left), a waiting run of the same
+    estimator (1000 steps at its 10 steps/s), another estimator's finished run at 50 steps/s:
+    190 s of work for the one running slot."""
+    sweep_dir = str(tmp_path)
+    runs = [{'name': 'a', 'column': 'SBN'}, {'name': 'b', 'column': 'SBN'},
+            {'name': 'c', 'column': 'SBNNVIL'}]
+    for name, lines in (('a', [(50, 4.0), (100, 10.0)]), ('c', [(1000, 50.0)])):
+        os.makedirs(os.path.join(sweep_dir, name))
+        with open(os.path.join(sweep_dir, name, rebar_sweep.STDERR), 'w') as f:
+            f.write('rebar_train: checkpoint model.ckpt-20 saved\n')
+            for step, rate in lines:
+                f.write(PROGRESS_LINE % (step, 1000, 0, step, 334, rate, rate * 24, '0:01:30'))
+    assert rebar_sweep.last_progress(os.path.join(sweep_dir, 'a')) == (100, 10.0)
+    status = {'a': 'running', 'b': 'waiting', 'c': 'done'}
+    assert rebar_sweep.eta(sweep_dir, runs, status, 1000) == pytest.approx(190.0)
+    assert rebar_sweep.duration(190.0) == '0:03:10'
+
+
+# -- a real sweep ---------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def sweep(tmp_path_factory):
     """2 estimators x 2 seeds x 60 steps."""
@@ -194,7 +217,7 @@ def test_the_report_of_the_sweep_holds_each_runs_numbers(sweep):
         assert lines[model]['seeds'][seed] == values
 
 
-# -- failures, kills and resources ------------------------------------------------------------------
+# -- failures, kills and resources ----------------------------------------------------------------
 def test_a_bad_value_fails_its_run_only_and_the_sweep_exits_non_zero(tmp_path):
     sweep_dir = str(tmp_path / 's')
     result = run_sweep('--grid', 'model=SBN,SBNBogus', '--max_steps', '20', TINY,
