@@ -337,6 +337,25 @@ def eta(sweep_dir, runs, status, max_steps):
     return work / slots
 
 
+def check_held(sweep_dir, runs, status, max_steps):
+    """Marks 'busy' the waiting runs that a trainer (an earlier sweep's) is working in, and
+    'done' or 'waiting' again those it let go of."""
+    for run in runs:
+        name, path = run['name'], os.path.join(sweep_dir, run['name'])
+        if status[name] not in ('waiting', 'busy'):
+            continue
+        holder = live_trainer(path)
+        if holder is not None:
+            if status[name] != 'busy':
+                say('%s is being trained by process %d (an earlier sweep\'s?): waiting for it '
+                    'instead of starting another trainer.' % (name, holder))
+            status[name] = 'busy'
+        elif finished_step(path, max_steps) is not None:
+            status[name] = 'done'
+        else:
+            status[name] = 'waiting'
+
+
 def say(text):
     sys.stderr.write('rebar_sweep: %s\n' % text)
     sys.stderr.flush()
@@ -395,6 +414,7 @@ def run_sweep(args, driver_flags, argv):
         say('%d of %d runs already reached step %d: skipped.' % (skipped, len(runs), max_steps))
     if skipped == len(runs):
         return 0
+    check_held(sweep_dir, runs, status, max_steps)
 
     ray = start_ray(args)
     task = ray.remote(run_task).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
@@ -408,28 +428,23 @@ def run_sweep(args, driver_flags, argv):
     last_status = 0.0
     try:
         while True:
-            for run in runs:   # submit runs that no trainer holds
-                name, path = run['name'], os.path.join(sweep_dir, run['name'])
-                if status[name] not in ('waiting', 'busy'):
-                    continue
-                holder = live_trainer(path)
-                if holder is not None:
-                    if status[name] != 'busy':
-                        say('%s is being trained by process %d (an earlier sweep\'s?): waiting '
-                            'for it instead of starting another trainer.' % (name, holder))
-                    status[name] = 'busy'
-                elif finished_step(path, max_steps) is not None:
-                    status[name] = 'done'
-                else:
-                    pending[task.remote(commands[name], path, os.getcwd(), session,
-                                        args.npus_per_run, layout)] = run
+            check_held(sweep_dir, runs, status, max_steps)
+            for run in runs:   # submit the runs that no trainer holds
+                name = run['name']
+                if status[name] == 'waiting':
+                    pending[task.remote(commands[name], os.path.join(sweep_dir, name),
+                                        os.getcwd(), session, args.npus_per_run, layout)] = run
                     status[name] = 'queued'
             for run in pending.values():   # queued until Ray starts the task
                 if attempt_session(os.path.join(sweep_dir, run['name'])) == session:
                     status[run['name']] = 'running'
             if not pending and 'busy' not in status.values():
                 break
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            else:   # only runs held by other trainers: wait for them to let go
+                ready = []
+                time.sleep(1.0)
             for ref in ready:
                 run = pending.pop(ref)
                 result = ray.get(ref)

@@ -360,3 +360,41 @@ def test_each_run_gets_its_own_npu_and_the_flags(tmp_path):
         assert '--threads=1' in argv
         assert 'ASCEND_RT_VISIBLE_DEVICES' not in seen[seed]['env']
     assert sorted(s['env']['ASCEND_DEVICE_ID'] for s in seen.values()) == ['0', '1']
+
+
+HOLD_LOCK = textwrap.dedent('''\
+    import sys, time
+    sys.path.insert(0, {root!r})
+    import rundir
+    lock = rundir.RunDir({path!r}).lock()
+    print('locked', flush=True)
+    time.sleep(4)
+''')
+
+
+def test_a_run_another_trainer_holds_is_waited_for_not_started_twice(tmp_path):
+    fake = tmp_path / 'fake_python'
+    fake.write_text(FAKE_TRAINER.format(python=sys.executable))
+    fake.chmod(0o755)
+    sweep_dir = str(tmp_path / 's')
+    held = os.path.join(sweep_dir, 'model_SBN.seed_1')
+    os.makedirs(held)
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK.format(root=ROOT, path=held)],
+                              stdout=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        result = run_sweep('--grid', 'model=SBN', '--max_steps', '5', '--sweep_dir', sweep_dir,
+                           '--python', str(fake))
+        released = time.time()
+        assert holder.wait() == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ('model_SBN.seed_1 is being trained by process %d' % holder.pid) in result.stderr
+    # started once, after the holder let go of the lock
+    assert headers(held) == 1
+    assert os.stat(os.path.join(held, 'seen.json')).st_mtime <= released
+    with open(os.path.join(held, rebar_sweep.STDERR)) as f:
+        assert 'is in use' not in f.read()
