@@ -328,19 +328,24 @@ def test_a_killed_sweep_resumes_without_redoing_or_doubling_a_run(tmp_path):
 
 FAKE_TRAINER = textwrap.dedent('''\
     #!{python}
-    # Stands in for the interpreter: records what a run gets, holds its resources a moment.
+    # Stands in for the interpreter: records what a run gets, and holds its resources until
+    # {together} runs of the sweep hold theirs at once (or 60 s have passed).
     import json, os, sys, time
     path = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--working_dir=')][0]
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, 'seen.json'), 'w') as f:
         json.dump({{'argv': sys.argv[1:], 'env': dict(os.environ)}}, f)
-    time.sleep(2)
+    sweep_dir, deadline = os.path.dirname(path), time.time() + 60
+    while time.time() < deadline and sum(
+            os.path.exists(os.path.join(sweep_dir, d, 'seen.json'))
+            for d in os.listdir(sweep_dir)) < {together}:
+        time.sleep(0.1)
 ''')
 
 
 def test_each_run_gets_its_own_npu_and_the_flags(tmp_path):
     fake = tmp_path / 'fake_python'
-    fake.write_text(FAKE_TRAINER.format(python=sys.executable))
+    fake.write_text(FAKE_TRAINER.format(python=sys.executable, together=2))
     fake.chmod(0o755)
     sweep_dir = str(tmp_path / 's')
     result = run_sweep('--grid', 'model=SBN', '--seeds', '1,2', '--max_steps', '5',
@@ -374,7 +379,7 @@ HOLD_LOCK = textwrap.dedent('''\
 
 def test_a_run_another_trainer_holds_is_waited_for_not_started_twice(tmp_path):
     fake = tmp_path / 'fake_python'
-    fake.write_text(FAKE_TRAINER.format(python=sys.executable))
+    fake.write_text(FAKE_TRAINER.format(python=sys.executable, together=1))
     fake.chmod(0o755)
     sweep_dir = str(tmp_path / 's')
     held = os.path.join(sweep_dir, 'model_SBN.seed_1')
