@@ -316,7 +316,8 @@ class Checkpoints(object):
         if self.latest:
             return ('The last good checkpoint, %s, is kept: free space or fix the directory, '
                     'then rerun the same command to resume from it.' % self.latest)
-        return 'No checkpoint was saved yet: fix the directory and rerun to start again.'
+        return ('No checkpoint was saved yet: free space or fix the directory, then rerun the '
+                'same command to start again.')
 
 
 def _describe_data(data):
