@@ -90,12 +90,18 @@ FLAG_SPECS = (
 _INPUT_ONLY = ('hparams', 'base_hparams', 'data_path', 'batch_size', 'learning_rate', 'steps')
 
 FLAGS = flags.FLAGS
-for _name, _kind, _default, _help in (s[:4] for s in FLAG_SPECS):
-    if _kind == 'enum':
-        flags.DEFINE_enum(_name, _default, dict((s[0], s[4]) for s in FLAG_SPECS
-                                                if s[1] == 'enum')[_name], _help)
-    else:
-        getattr(flags, 'DEFINE_' + _kind)(_name, _default, _help)
+
+
+def _define_flags():
+    for spec in FLAG_SPECS:
+        name, kind, default, help_text = spec[:4]
+        if kind == 'enum':
+            flags.DEFINE_enum(name, default, spec[4], help_text)
+        else:
+            getattr(flags, 'DEFINE_' + kind)(name, default, help_text)
+
+
+_define_flags()
 
 Options = collections.namedtuple('Options', ['hparams'] + [
     s[0] for s in FLAG_SPECS if s[0] not in _INPUT_ONLY])
@@ -316,7 +322,8 @@ class Checkpoints(object):
         if self.latest:
             return ('The last good checkpoint, %s, is kept: free space or fix the directory, '
                     'then rerun the same command to resume from it.' % self.latest)
-        return 'No checkpoint was saved yet: fix the directory and rerun to start again.'
+        return ('No checkpoint was saved yet: free space or fix the directory, then rerun the '
+                'same command to start again.')
 
 
 def _describe_data(data):

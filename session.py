@@ -78,7 +78,15 @@ class RunSession(object):
                         for i in range(0, len(xs), group)], axis=0)
 
     def save(self, prefix):
-        self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
+        """Writes a checkpoint; a failed write (a full disk, say) is an IOError naming why."""
+        try:
+            self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
+        except tf.errors.OpError as e:
+            # TensorFlow's message buries the file system's reason ("<file>; No space left on
+            # device") among node names and stack traces.
+            where = [l for l in e.message.splitlines() if prefix in l and '; ' in l]
+            raise IOError(where[0].rsplit('; ', 1)[1].strip() if where
+                          else e.message.strip().splitlines()[0])
 
     def restore(self, prefix):
         """Restores a checkpoint; returns (its global step, temperature)."""

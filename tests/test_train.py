@@ -967,3 +967,38 @@ def test_dynamic_binarization_differs_each_epoch_and_a_seed_reproduces_it(tmp_pa
         assert set(np.unique(first[e])) == {0.0, 1.0}
         assert 0.45 < first[e].mean() < 0.55
     assert np.mean(first[0] != first[1]) > 0.4   # a new draw each epoch: about half differ
+
+
+def test_a_named_data_dir_without_data_stops_the_run_before_training(tmp_path):
+    missing = str(tmp_path / 'MNIST')
+    for flag in ('--data_dir=', '--data_path='):
+        result = run_process(train_command('--hparams=model=SBN,n_hidden=8', flag + missing,
+                                           '--working_dir=' + str(tmp_path / 'run'),
+                                           '--max_steps=5'))
+        assert result.returncode == 2, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith('rebar_train: error: ') and missing in last
+        assert 'binarized_mnist_{train,valid,test}.amat' in last and 'download.py' in last
+        assert 'Step ' not in result.stdout
+        assert not (tmp_path / 'run').exists()   # nothing left to block the corrected command
+
+
+def test_modelarts_entry_removes_its_cache_and_names_train_url_in_refusals(small_data,
+                                                                           tmp_path):
+    train_url = str(tmp_path / 'train_url')
+    temp = tmp_path / 'tmp'
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp))
+    command = [sys.executable, '-u', os.path.join(ROOT, 'modelarts_entry.py'),
+               '--data_url=' + small_data, '--train_url=' + train_url, '--fast_start',
+               '--eval_freq=0', '--max_steps=10']
+    first = run_process(command + ['--hparams=model=SBNNVIL,n_hidden=16'], env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert os.listdir(str(temp)) == []   # the local copy of the run is gone; it is at train_url
+    assert os.path.exists(os.path.join(train_url, 'progress.json'))
+    other = run_process(command + ['--hparams=model=SBNNVIL,n_hidden=8'], env=env)
+    assert other.returncode == 2
+    assert '%s holds a run with other hparams (n_hidden=16 there, 8 now)' % train_url \
+        in other.stderr
+    assert 'give another --train_url' in other.stderr and '--working_dir' not in other.stderr
+    assert os.listdir(str(temp)) == []
