@@ -3,7 +3,7 @@
 A preset is a dict:
 
     description   one line for --help and docs
-    axes          the grid: a list of axes, each {'name': ..., 'values': [(label, hparams)]};
+    axes          the grid: a list of axes, each {'name', 'values': [(label, hparams)], 'named'};
                   a run takes one value from every axis and merges their hparams ("k=v,k=v")
                   over `hparams`. The axis named 'model' gives the report's columns, the
                   others its rows ("configurations").
@@ -20,9 +20,10 @@ from __future__ import absolute_import, division, print_function
 MODEL = 'model'
 
 
-def axis(name, values):
-    """An axis whose values are (label, hparams) pairs."""
-    return {'name': name, 'values': [list(v) for v in values]}
+def axis(name, values, named=False):
+    """An axis whose values are (label, hparams) pairs; `named`: the report shows a value as
+    "name=label" rather than the bare label."""
+    return {'name': name, 'values': [list(v) for v in values], 'named': named}
 
 
 def model_axis(*models):
@@ -98,7 +99,7 @@ PRESETS = {
     'smoke': {
         'description': 'three estimators, two seeds, one epoch of the bundled sample (minutes '
                        'on a laptop; not the benchmark)',
-        'axes': [axis('n_layer', [('1', 'n_layer=1')]),
+        'axes': [axis('n_layer', [('1', 'n_layer=1')], named=True),
                  model_axis('SBN', 'SBNMuProp', 'SBNDynamicRebar')],
         'hparams': 'n_hidden=50,learning_rate=0.0003',
         'seeds': [1, 2],

@@ -300,7 +300,9 @@ def plot(out_dir, figure, title, panels):
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
     for ax, panel in zip([a for row in axes for a in row], panels):
         for line in panel['lines']:
-            drawn = ax.plot(line['steps'], line['mean'], label=line['estimator'])[0]
+            few = len(line['steps']) < 30   # short runs: show the points themselves
+            drawn = ax.plot(line['steps'], line['mean'], label=line['estimator'],
+                            marker='o' if few else None, markersize=3)[0]
             if len(line['seeds']) > 1:
                 ax.fill_between(line['steps'], line['min'], line['max'],
                                 color=drawn.get_color(), alpha=0.2, linewidth=0)

@@ -68,7 +68,7 @@ def parse_grid(text):
         if name in names:
             raise SweepError('--grid names %s twice; give all its values in one entry.' % name)
         names.add(name)
-        axes.append(presets.axis(name, [(v, '%s=%s' % (name, v)) for v in values]))
+        axes.append(presets.axis(name, [(v, '%s=%s' % (name, v)) for v in values], named=True))
     return axes
 
 
@@ -142,9 +142,11 @@ def expand(defn):
     report's configuration and estimator labels), seed and hparams."""
     axes = defn['axes']
     runs = []
+    shown = dict((a['name'], a.get('named')) for a in axes)
     for point in itertools.product(*[a['values'] for a in axes]):
         labelled = list(zip([a['name'] for a in axes], point))
-        row = ', '.join(label for name, (label, _) in labelled if name != presets.MODEL)
+        row = ', '.join('%s=%s' % (name, label) if shown[name] else label
+                        for name, (label, _) in labelled if name != presets.MODEL)
         model = [label for name, (label, _) in labelled if name == presets.MODEL]
         spec = merge_hparams(defn['hparams'], *[hp for _, (_, hp) in labelled])
         column = model[0] if model else dict(parse_hparams(spec)).get('model', 'default model')

@@ -54,7 +54,7 @@ def file_times(directory):
 def test_grid_seeds_and_hparams_parse_and_bad_ones_are_named():
     axes = rebar_sweep.parse_grid('model=SBN, SBNNVIL ;n_layer=1,2')
     assert [a['name'] for a in axes] == ['model', 'n_layer']
-    assert axes[1]['values'] == [['1', 'n_layer=1'], ['2', 'n_layer=2']]
+    assert axes[1]['values'] == [['1', 'n_layer=1'], ['2', 'n_layer=2']] and axes[1]['named']
     assert rebar_sweep.parse_seeds('1-3,7') == [1, 2, 3, 7]
     assert rebar_sweep.parse_seeds('2,1,2') == [1, 2]
     assert (rebar_sweep.merge_hparams('n_layer=1,learning_rate=0.001', 'n_layer=2')
@@ -79,9 +79,10 @@ def test_runs_are_the_product_of_the_grid_and_seeds_with_readable_names():
     assert first['name'] == 'model_SBN.n_layer_1.seed_1'
     # the grid's value wins over the common hparams, key by key
     assert first['hparams'] == 'n_hidden=16,model=SBN,n_layer=1'
-    assert (first['row'], first['column'], first['seed']) == ('1', 'SBN', 1)
+    assert (first['row'], first['column'], first['seed']) == ('n_layer=1', 'SBN', 1)
     assert sorted(set((r['row'], r['column']) for r in runs)) == [
-        ('1', 'SBN'), ('1', 'SBNNVIL'), ('2', 'SBN'), ('2', 'SBNNVIL')]
+        ('n_layer=1', 'SBN'), ('n_layer=1', 'SBNNVIL'), ('n_layer=2', 'SBN'),
+        ('n_layer=2', 'SBNNVIL')]
 
 
 @pytest.mark.parametrize('name', sorted(presets.PRESETS))
