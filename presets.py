@@ -88,7 +88,8 @@ PRESETS = {
         'description': 'dynamic REBAR, 2 linear layers on MNIST: the released quadratic '
                        'control variate against ours',
         'axes': [axis('reference_quadratic_cv', [('true', 'reference_quadratic_cv=true'),
-                                                 ('false', 'reference_quadratic_cv=false')]),
+                                                 ('false', 'reference_quadratic_cv=false')],
+                      named=True),
                  model_axis('SBNDynamicRebar')],
         'hparams': 'n_layer=2,learning_rate=0.0003,task=sbn',
         'seeds': [1, 2, 3, 4, 5],

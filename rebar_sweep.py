@@ -161,15 +161,23 @@ def expand(defn):
     return runs
 
 
+def comparable(defn):
+    """What makes two definitions the same sweep: the axes' names and values (not how the
+    report shows them), seeds, max_steps, hparams and preset, as JSON would give them back."""
+    defn = json.loads(json.dumps(defn))
+    defn['axes'] = [{'name': a['name'], 'values': a['values']} for a in defn['axes']]
+    return defn
+
+
 def pin_definition(sweep_dir, defn, runs, argv):
     """Writes SWEEP_DIR/sweep.json, or checks that the one there has the same definition."""
     path = os.path.join(sweep_dir, SWEEP_FILE)
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        old = stored['definition']
-        diffs = ['%s: %s there, %s now' % (k, json.dumps(old.get(k)), json.dumps(defn[k]))
-                 for k in sorted(defn) if json.loads(json.dumps(defn[k])) != old.get(k)]
+        old, new = comparable(stored['definition']), comparable(defn)
+        diffs = ['%s: %s there, %s now' % (k, json.dumps(old.get(k)), json.dumps(new[k]))
+                 for k in sorted(new) if new[k] != old.get(k)]
         if diffs:
             raise SweepError('%s holds another sweep (%s). Nothing was started. Rerun it with '
                              'its own definition (see %s) or give another --sweep_dir.'

@@ -85,6 +85,21 @@ def test_runs_are_the_product_of_the_grid_and_seeds_with_readable_names():
         ('n_layer=2', 'SBNNVIL')]
 
 
+def test_sweep_json_pins_the_definition_but_not_how_rows_are_shown(tmp_path):
+    args, _ = rebar_sweep.parse_args(['--grid', 'model=SBN;n_layer=1,2', '--max_steps', '9',
+                                      '--seeds', '1-2', '--sweep_dir', str(tmp_path)])
+    defn = rebar_sweep.definition(args)
+    runs = rebar_sweep.expand(defn)
+    rebar_sweep.pin_definition(str(tmp_path), defn, runs, [])
+    shown_otherwise = json.loads(json.dumps(defn))
+    for a in shown_otherwise['axes']:
+        a['named'] = False
+    rebar_sweep.pin_definition(str(tmp_path), shown_otherwise, runs, [])   # the same sweep
+    other = dict(defn, seeds=[1, 2, 3])
+    with pytest.raises(rebar_sweep.SweepError, match=r'seeds: \[1, 2\] there, \[1, 2, 3\] now'):
+        rebar_sweep.pin_definition(str(tmp_path), other, runs, [])
+
+
 @pytest.mark.parametrize('name', sorted(presets.PRESETS))
 def test_every_presets_runs_parse_as_hparams(name):
     """Needs the models and the `dataset` hparam that disarm2020 names (SBNARM, ...)."""
