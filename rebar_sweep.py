@@ -17,6 +17,7 @@ resource "NPU" (its id becomes the run's ASCEND_DEVICE_ID). Without `--address` 
 this machine and stops with the sweep; with it the sweep joins a running cluster, whose nodes
 must share SWEEP_DIR's file system (docs/experiments.md).
 
+Ctrl-C or SIGTERM stops the runs at a checkpoint (the trainers get SIGTERM) and then the sweep.
 Rerunning the same command resumes: runs whose last checkpoint reached max_steps are skipped
 without starting a process, the others continue from their checkpoints, and runs that a killed
 sweep left training are waited for rather than started twice. A failed run does not stop the
@@ -31,6 +32,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -205,7 +207,8 @@ def run_task(command, run_path, cwd, session, npus, layout):
     value.
 
     The trainer gets SIGTERM when this worker dies (a killed sweep), on which it saves a
-    checkpoint and stops. An NPU's id from Ray becomes ASCEND_DEVICE_ID (a physical id, so
+    checkpoint and stops, unless Ray kills it first (recent Ray kills what a dying worker
+    started). An NPU's id from Ray becomes ASCEND_DEVICE_ID (a physical id, so
     Ray's ASCEND_RT_VISIBLE_DEVICES, which would renumber it, is dropped).
     """
     import json as json_
@@ -366,6 +369,36 @@ def check_held(sweep_dir, runs, status, max_steps):
             status[name] = 'waiting'
 
 
+def stop_trainers(sweep_dir, runs, session, timeout=120):
+    """Sends SIGTERM to the trainers this sweep started on this host (they save a checkpoint
+    and stop) and waits for them, so that stopping Ray, which kills what its workers started,
+    loses no training."""
+    pids = []
+    for run in runs:
+        path = os.path.join(sweep_dir, run['name'])
+        pid = live_trainer(path) if attempt_session(path) == session else None
+        if pid is not None and pid > 0:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+            except OSError:
+                pass
+    if pids:
+        say('stopping %d trainer(s) at a checkpoint...' % len(pids))
+    deadline = time.time() + timeout
+    while pids and time.time() < deadline:
+        pids = [p for p in pids if os.path.exists('/proc/%d' % p) and not _zombie(p)]
+        time.sleep(0.2)
+
+
+def _zombie(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except (IOError, OSError, IndexError):
+        return False
+
+
 def say(text):
     sys.stderr.write('rebar_sweep: %s\n' % text)
     sys.stderr.flush()
@@ -427,6 +460,8 @@ def run_sweep(args, driver_flags, argv):
     check_held(sweep_dir, runs, status, max_steps)
 
     ray = start_ray(args)
+    # SIGTERM stops the sweep as Ctrl-C does (set after Ray, which installs its own handler).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     task = ray.remote(run_task).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
                                         resources=({'NPU': args.npus_per_run}
                                                    if args.npus_per_run else None),
@@ -473,6 +508,9 @@ def run_sweep(args, driver_flags, argv):
             if ready or time.time() - last_status >= args.status_secs:
                 report_status(sweep_dir, runs, status, max_steps)
                 last_status = time.time()
+    except KeyboardInterrupt:
+        stop_trainers(sweep_dir, [pending[ref] for ref in pending], session)
+        raise
     finally:
         ray.shutdown()
     if failures:
@@ -527,6 +565,10 @@ def main(argv=None):
     except (SweepError, rundir.RunDirError) as e:
         say('error: %s' % e)
         return 2
+    except KeyboardInterrupt:   # Ray has stopped the tasks; their trainers saved checkpoints
+        say('interrupted: the runs stopped at their last checkpoint; rerun the same command to '
+            'resume.')
+        return 130
 
 
 if __name__ == '__main__':

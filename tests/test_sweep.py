@@ -419,3 +419,31 @@ def test_a_run_another_trainer_holds_is_waited_for_not_started_twice(tmp_path):
     assert os.stat(os.path.join(held, 'seen.json')).st_mtime <= released
     with open(os.path.join(held, rebar_sweep.STDERR)) as f:
         assert 'is in use' not in f.read()
+
+
+def test_sigterm_stops_the_sweep_with_its_trainers_at_a_checkpoint(tmp_path):
+    sweep_dir = str(tmp_path / 's')
+    run_path = os.path.join(sweep_dir, 'model_SBN.seed_1')
+    flags = [f for f in FAST if not f.startswith('--checkpoint_steps')]   # no step checkpoints
+    process = subprocess.Popen(sweep_command('--grid', 'model=SBN', '--max_steps', '100000',
+                                             TINY, '--sweep_dir', sweep_dir, '--', *flags),
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               universal_newlines=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and rebar_sweep.last_progress(run_path) is None:
+            time.sleep(0.1)   # the trainer is in its training loop
+        assert rebar_sweep.last_progress(run_path) is not None
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err[-2000:]
+    assert 'interrupted' in err
+    with open(os.path.join(run_path, rebar_sweep.STDERR)) as f:
+        assert 'stopped by signal %d' % signal.SIGTERM in f.read()
+    state = rundir.RunDir(run_path).read_state()
+    assert 0 < state['step'] < 100000
+    assert trainers_by_dir(sweep_dir) == {}
