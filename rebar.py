@@ -535,9 +535,9 @@ def relax(step, variables, hparams, log_temperature=None, scope='relax'):
         f_u = passes.relaxed(start, temperature)
         f_v = passes.relaxed(start, tf.exp(copies[-1])[:, None], layers)
         z_u, z_v = [tf.concat([p.samples[l] for l in layers], 1) for p in (f_u, f_v)]
-        with tf.variable_scope(outer):
-            r_u, r_v = (_relax_network(z, 'r_%d' % s) for z in (z_u, z_v))
-            r_fixed = _relax_network(tf.stop_gradient(z_v), 'r_%d' % s)
+        with tf.variable_scope(outer):   # one application of r to the three inputs, stacked
+            r_u, r_v, r_fixed = tf.split(_relax_network(
+                tf.concat([z_u, z_v, tf.stop_gradient(z_v)], 0), 'r_%d' % s), 3)
         differences.append(eta * (f_u.varying - f_v.varying) + r_u - r_v)
         # value c_s(z~) and its derivatives in eta and r; log t's is added below
         fixed.append(tf.stop_gradient(eta * f_v.elbo + r_v)
