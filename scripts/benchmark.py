@@ -28,7 +28,10 @@ sys.path.insert(0, ROOT)
 
 DOCUMENTED = 'learning_rate=0.0003,n_layer=2,task=sbn'
 MODELS = ('SBNDynamicRebar', 'SBNRebar', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNNVIL', 'SBN',
-          'SBNGumbel', 'SBNTrackGradVariances')
+          'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
+          'SBNReinforceLOO')
+# What a model needs beyond the documented run (before --hparams, which may override it).
+MODEL_HPARAMS = {'SBNReinforceLOO': 'n_samples=2'}
 
 
 def measure(model_name, extra, steps, repeats, eval_images, flexible):
@@ -41,7 +44,8 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     import rebar_train
     import tensorflow.compat.v1 as tf
 
-    hp = config.parse_hparams(','.join(s for s in ['model=' + model_name, DOCUMENTED, extra] if s))
+    hp = config.parse_hparams(','.join(
+        s for s in ['model=' + model_name, DOCUMENTED, MODEL_HPARAMS.get(model_name), extra] if s))
     train, valid, _ = datasets.load_data('sbn', use_sample=True)
     backend = device.choose('auto', log=lambda message: None)
     static_shapes = backend.static_shapes and not flexible
