@@ -228,6 +228,48 @@ def test_temperature_gradient_matches_a_central_difference(graph, quadratic):
     assert abs(grad - central) <= 1e-2 * abs(central), (grad, central)
 
 
+@pytest.mark.parametrize('variable', ['log_temperature', 'estimator/relax/eta',
+                                      'estimator/relax/r_1/output/biases'])
+def test_relax_variance_objective_gradients_match_central_differences(graph, monkeypatch,
+                                                                     variable):
+    """RELAX holds c(z~) constant in the model variables only: d mean(g^2) / d w for the
+    temperature, eta's w and r's output bias (which moves c(z~) and c(z) alike, so it acts
+    through the REINFORCE term alone) against central differences with the noise fixed.
+
+    r is built with tanh here: with ReLU, g holds r's gradient, whose ReLU masks jump as t
+    moves the relaxed samples, so mean(g^2) has no derivative a difference quotient can find.
+    """
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    import rebar
+    monkeypatch.setattr(rebar, 'RELAX_ACTIVATION', tf.tanh)
+    data = C.tiny_data()
+    model = C.build('model=SBNRelax,n_layer=2,batch_size=8,n_samples=4,' + C.TINY, data.mean(0),
+                    static_shapes=True)
+    objective = model.train.estimate.variance_objective
+    var = model.log_temperature if variable == 'log_temperature' else [
+        v for v in tf.global_variables() if v.op.name == variable][0]
+    grad = tf.gradients(objective, var)[0]
+    rng = np.random.RandomState(13)
+    feed = C.noise_feed(model, 32, rng)
+    feed[model.x] = data
+    with _session() as sess:
+        C.load_weights(sess)
+        C.perturb(sess, model, rng)
+        w = sess.run(var)
+        g = sess.run(grad, feed)
+
+        def value(at):
+            var.load(at, sess)
+            return float(sess.run(objective, feed))
+        h = 0.02 * np.ones_like(w)
+        central = (value(w + h) - value(w - h)) / (2 * h.ravel()[0])
+    g = float(np.sum(g))
+    print('d V / d %s: model %.7g, central difference %.7g' % (variable, g, central))
+    assert abs(g) > 1e-4
+    assert abs(g - central) <= 1e-2 * abs(central), (g, central)
+
+
 # -- the static-shape build ------------------------------------------------------------------
 @pytest.mark.parametrize('static', [True, False])
 def test_static_build_has_no_unknown_dimension_and_the_default_is_flexible(graph, static):
