@@ -522,7 +522,7 @@ def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
         built['passes'] += 1
         return original(self, *args, **kwargs)
 
-    for k, (name, task, shape) in enumerate(_every_model_and_task()):
+    for name, task, shape in _every_model_and_task():
         hp = config.parse_hparams('model=%s,task=%s,%s,n_input=8,n_hidden=3,batch_size=4,'
                                   'n_samples=2' % (name, task, shape))
         with tf.Graph().as_default():
