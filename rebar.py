@@ -472,8 +472,9 @@ def disarm(step, variables, hparams):
 
     Multi-layer: per layer, as `arm`: below l the hard pass, at l the pair, above l both
     members sampled with the same (hard pass's) noise. That noise is independent of u_l, so
-    conditioning on it keeps each layer's term unbiased (the form is the papers' layer-wise one;
-    sharing the upper noise only lowers the variance of f(b) - f(b~)).
+    conditioning on it keeps each layer's term unbiased; we share it because common noise
+    lowers the variance of f(b) - f(b~) (sampling the upper layers independently for each
+    member would be unbiased too, and noisier).
     """
     def signal(diff, u, a, b_anti, b):
         disagree = tf.cast(tf.not_equal(b, b_anti), tf.float32)
@@ -498,15 +499,17 @@ def reinforce_loo(step, variables, hparams):
                     [('elbo', tf.reduce_mean(hard.elbo)), ('rms_signal', U.rms(signal))])
 
 
-RELAX_HIDDEN = (200, 200)   # r's ReLU layers (the RELAX paper's two layers of 200)
+RELAX_HIDDEN = (200, 200)   # r's hidden layers (the RELAX paper's two layers of 200)
+RELAX_ACTIVATION = tf.nn.relu
 
 
 def _relax_network(samples, scope):
-    """r(z): ReLU layers of RELAX_HIDDEN units, then one output; [N, D] -> [N]."""
+    """r(z): RELAX_ACTIVATION (ReLU) layers of RELAX_HIDDEN units, then one output;
+    [N, D] -> [N]."""
     with tf.variable_scope(scope, reuse=tf.AUTO_REUSE):
         h = samples
         for k, n_units in enumerate(RELAX_HIDDEN):
-            h = tf.nn.relu(_dense(h, n_units, 'hidden_%d' % k))
+            h = RELAX_ACTIVATION(_dense(h, n_units, 'hidden_%d' % k))
         return tf.reshape(_dense(h, 1, 'output'), [-1])
 
 
@@ -535,9 +538,9 @@ def relax(step, variables, hparams, log_temperature=None, scope='relax'):
         f_u = passes.relaxed(start, temperature)
         f_v = passes.relaxed(start, tf.exp(copies[-1])[:, None], layers)
         z_u, z_v = [tf.concat([p.samples[l] for l in layers], 1) for p in (f_u, f_v)]
-        with tf.variable_scope(outer):
-            r_u, r_v = (_relax_network(z, 'r_%d' % s) for z in (z_u, z_v))
-            r_fixed = _relax_network(tf.stop_gradient(z_v), 'r_%d' % s)
+        with tf.variable_scope(outer):   # one application of r to the three inputs, stacked
+            r_u, r_v, r_fixed = tf.split(_relax_network(
+                tf.concat([z_u, z_v, tf.stop_gradient(z_v)], 0), 'r_%d' % s), 3)
         differences.append(eta * (f_u.varying - f_v.varying) + r_u - r_v)
         # value c_s(z~) and its derivatives in eta and r; log t's is added below
         fixed.append(tf.stop_gradient(eta * f_v.elbo + r_v)

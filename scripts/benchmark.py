@@ -29,7 +29,10 @@ import rundir  # noqa: E402  (after the project's directory is on the path)
 
 DOCUMENTED = 'learning_rate=0.0003,n_layer=2,task=sbn'
 MODELS = ('SBNDynamicRebar', 'SBNRebar', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNNVIL', 'SBN',
-          'SBNGumbel', 'SBNTrackGradVariances')
+          'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
+          'SBNReinforceLOO')
+# What a model needs beyond the documented run (before --hparams, which may override it).
+MODEL_HPARAMS = {'SBNReinforceLOO': 'n_samples=2'}
 
 
 def measure(model_name, extra, steps, repeats, eval_images, flexible):
@@ -42,7 +45,8 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     import session
     import tensorflow.compat.v1 as tf
 
-    hp = config.parse_hparams(','.join(s for s in ['model=' + model_name, DOCUMENTED, extra] if s))
+    hp = config.parse_hparams(','.join(
+        s for s in ['model=' + model_name, DOCUMENTED, MODEL_HPARAMS.get(model_name), extra] if s))
     train, valid, _ = datasets.load_data('mnist', use_sample=True)
     backend = device.choose('auto', log=lambda message: None)
     static_shapes = backend.static_shapes and not flexible

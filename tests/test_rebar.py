@@ -1,5 +1,6 @@
-"""The estimators: unbiasedness against exact enumeration, the conditional noise, the
-self-tuning temperature, variance ordering, the static-shape build, and agreement with numpy."""
+"""The estimators: unbiasedness against exact enumeration (and the power to see broken
+variants), the conditional noise, the self-tuning temperature and RELAX's learned parts, every
+model with every task, variance ordering, the static-shape build, and agreement with numpy."""
 from __future__ import absolute_import, division, print_function
 
 import numpy as np
@@ -31,16 +32,25 @@ UNBIASED = {
     'Rebar-linear-cv': 'model=SBNRebar,quadratic=false',
     'DynamicRebar': 'model=SBNDynamicRebar',
     'DynamicRebar-linear-cv': 'model=SBNDynamicRebar,quadratic=false',
+    'ARM': 'model=SBNARM',
+    'DisARM': 'model=SBNDisARM',
+    'Relax': 'model=SBNRelax',
+    'Relax-linear-cv': 'model=SBNRelax,quadratic=false',
+    'ReinforceLOO': 'model=SBNReinforceLOO',
 }
 IMAGES, SAMPLES, RUNS = 2, 256, 100
 
 
-def _compare_with_exact(spec, perturbed_too=True, seed=0):
-    """Returns [(mean - exact, standard error)] at the initial state (and perturbed)."""
+def _compare_with_exact(spec, perturbed_too=True, seed=0, samples=SAMPLES):
+    """Returns [(mean - exact, standard error)] at the initial state (and perturbed).
+
+    Each draw sees the IMAGES images SAMPLES times: with `samples` < SAMPLES, as
+    SAMPLES // samples copies of the images with `samples` samples each.
+    """
     import estimator_checks as C
     data = C.tiny_data()
-    xs = data[:IMAGES]
-    model = C.build('%s,%s,batch_size=%d,n_samples=%d' % (spec, C.TINY, IMAGES, SAMPLES),
+    xs = np.tile(data[:IMAGES], [SAMPLES // samples, 1])
+    model = C.build('%s,%s,batch_size=%d,n_samples=%d' % (spec, C.TINY, len(xs), samples),
                     data.mean(0), static_shapes=True)
     assert C.unknown_dimensions(C.training_fetches(model)) == []   # the NPU build is static
     exact = C.exact_loss_gradient(model, xs)
@@ -69,6 +79,69 @@ def test_estimator_is_unbiased_against_exact_enumeration(graph, estimator, netwo
         assert np.all(np.abs(error) <= tolerance), (
             '%s at the %s state: parameter %d off by %.3g (%.1f standard errors)'
             % (estimator, state, worst, error[worst], abs(error[worst]) / se[worst]))
+
+
+def _broken_loo(step, variables, hparams):
+    """The mistake: each sample's baseline is the mean of all K samples, its own included."""
+    import tensorflow.compat.v1 as tf
+    import rebar
+    hard = step.passes.hard
+    f = tf.reshape(hard.elbo, [step.passes.n_samples, -1])
+    signal = tf.stop_gradient(tf.reshape(f - tf.reduce_mean(f, 0, keepdims=True), [-1]))
+    return rebar.Estimate(rebar._grads(-(signal * tf.add_n(hard.log_q) + hard.log_p), variables),
+                          [('elbo', tf.reduce_mean(hard.elbo))])
+
+
+def _complement_partner(passes, layer):
+    """The mistake: ARM's partner taken as 1[u < sigma(-a)] = 1 - b, which is not distributed as
+    b. (Replacing u - 1/2 by u would not be one: it adds (f(b) - f(b~))/2, of mean zero.)"""
+    import tensorflow.compat.v1 as tf
+    flip = [(-1.0 if i == layer else 1.0) for i in range(len(passes.logit_u))]
+    return passes._run(lambda i, a: tf.stop_gradient(
+        tf.cast(flip[i] * (a + passes.logit_u[i]) > 0, tf.float32)), layer)
+
+
+def _broken_disarm(step, variables, hparams):
+    """The mistake: the sign (-1)^{b~} left out."""
+    import tensorflow.compat.v1 as tf
+    import rebar
+    return rebar._antithetic_estimate(
+        step.passes, variables, lambda diff, u, a, b_anti, b: 0.5 * diff[:, None] * tf.cast(
+            tf.not_equal(b, b_anti), tf.float32) * tf.sigmoid(tf.abs(a)))
+
+
+def _replace_estimator(name, broken):
+    def patch(monkeypatch, rebar):
+        monkeypatch.setitem(rebar.ESTIMATORS, name,
+                            rebar.Estimator(broken, rebar.ESTIMATORS[name].passes))
+    return patch
+
+
+# estimator -> (model, samples per image, patch(monkeypatch, rebar) installing the mistake)
+BROKEN = {
+    'ARM': ('SBNARM', SAMPLES, lambda mp, rebar: mp.setattr(rebar.ForwardPasses, 'antithetic',
+                                                             _complement_partner)),
+    'DisARM': ('SBNDisARM', SAMPLES, _replace_estimator('DisARM', _broken_disarm)),
+    'ReinforceLOO': ('SBNReinforceLOO', 2, _replace_estimator('ReinforceLOO', _broken_loo)),
+    # c(z) in place of c(z~): the noise v replaced by u itself, so the REINFORCE term's
+    # control variate depends on b and the correction grad c(z) - grad c(z~) vanishes
+    'Relax': ('SBNRelax', SAMPLES, lambda mp, rebar: mp.setattr(rebar, 'conditional_noise',
+                                                                 lambda logits, u: u)),
+}
+
+
+@pytest.mark.parametrize('estimator', sorted(BROKEN))
+def test_a_broken_variant_of_each_new_estimator_is_detected(graph, monkeypatch, estimator):
+    """The unbiasedness test has the power to see each estimator's classic mistake."""
+    import rebar
+    model, samples, patch = BROKEN[estimator]
+    patch(monkeypatch, rebar)
+    (state, error, se, truth), = _compare_with_exact(
+        'model=%s,%s' % (model, NETWORKS['linear-2']), perturbed_too=False, samples=samples)
+    tolerance = 4 * se + 1e-5 * (1 + np.abs(truth))
+    print('%s broken: worst error / tolerance %.1f'
+          % (estimator, np.max(np.abs(error) / tolerance)))
+    assert np.any(np.abs(error) > tolerance)
 
 
 def test_concrete_relaxation_is_detectably_biased(graph):
@@ -156,6 +229,48 @@ def test_temperature_gradient_matches_a_central_difference(graph, quadratic):
     assert abs(grad - central) <= 1e-2 * abs(central), (grad, central)
 
 
+@pytest.mark.parametrize('variable', ['log_temperature', 'estimator/relax/eta',
+                                      'estimator/relax/r_1/output/biases'])
+def test_relax_variance_objective_gradients_match_central_differences(graph, monkeypatch,
+                                                                     variable):
+    """RELAX holds c(z~) constant in the model variables only: d mean(g^2) / d w for the
+    temperature, eta's w and r's output bias (which moves c(z~) and c(z) alike, so it acts
+    through the REINFORCE term alone) against central differences with the noise fixed.
+
+    r is built with tanh here: with ReLU, g holds r's gradient, whose ReLU masks jump as t
+    moves the relaxed samples, so mean(g^2) has no derivative a difference quotient can find.
+    """
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    import rebar
+    monkeypatch.setattr(rebar, 'RELAX_ACTIVATION', tf.tanh)
+    data = C.tiny_data()
+    model = C.build('model=SBNRelax,n_layer=2,batch_size=8,n_samples=4,' + C.TINY, data.mean(0),
+                    static_shapes=True)
+    objective = model.train.estimate.variance_objective
+    var = model.log_temperature if variable == 'log_temperature' else [
+        v for v in tf.global_variables() if v.op.name == variable][0]
+    grad = tf.gradients(objective, var)[0]
+    rng = np.random.RandomState(13)
+    feed = C.noise_feed(model, 32, rng)
+    feed[model.x] = data
+    with _session() as sess:
+        C.load_weights(sess)
+        C.perturb(sess, model, rng)
+        w = sess.run(var)
+        g = sess.run(grad, feed)
+
+        def value(at):
+            var.load(at, sess)
+            return float(sess.run(objective, feed))
+        h = 0.02 * np.ones_like(w)
+        central = (value(w + h) - value(w - h)) / (2 * h.ravel()[0])
+    g = float(np.sum(g))
+    print('d V / d %s: model %.7g, central difference %.7g' % (variable, g, central))
+    assert abs(g) > 1e-4
+    assert abs(g - central) <= 1e-2 * abs(central), (g, central)
+
+
 # -- the static-shape build ------------------------------------------------------------------
 @pytest.mark.parametrize('static', [True, False])
 def test_static_build_has_no_unknown_dimension_and_the_default_is_flexible(graph, static):
@@ -197,35 +312,52 @@ def test_replay_is_deterministic_within_one_world():
 
 
 # -- variance ordering -----------------------------------------------------------------------
-def test_rebar_gradients_vary_less_than_reinforce_and_nvil_at_initialisation():
-    """Same initial weights, same 40 batches of real digits, same noise: the mean per-parameter
-    variance of the gradient over batches is lower for REBAR and dynamic REBAR than for NVIL
-    and REINFORCE (SBN)."""
+def gradient_variances(specs, n_batches=40, n_hidden=50, n_layer=2):
+    """{name: mean per-parameter variance of the loss gradient over n_batches batches of 24
+    real digits}, every model from the same initial weights (model variables and baselines)
+    and its own noise from one seed. specs: {name: hparams}."""
     import tensorflow.compat.v1 as tf
     import datasets
     import estimator_checks as C
     import utils as U
     train, _, _ = datasets.load_data('mnist', use_sample=True)
-    spec = 'n_layer=2,n_hidden=50,batch_size=24'
-    batches = [train[24 * k:24 * (k + 1)] for k in range(40)]
+    batches = [train[24 * k:24 * (k + 1)] for k in range(n_batches)]
     variance = {}
-    for name in ['SBN', 'SBNNVIL', 'SBNRebar', 'SBNDynamicRebar']:
+    for name, spec in specs.items():
         with tf.Graph().as_default():
-            model = C.build('model=%s,%s' % (name, spec), train.mean(0), static_shapes=True)
+            model = C.build('%s,n_layer=%d,n_hidden=%d,batch_size=24' % (spec, n_layer, n_hidden),
+                            train.mean(0), static_shapes=True)
             grad = U.vectorize(model.grads, model.variables)
             rng = np.random.RandomState(8)
             with _session() as sess:
                 C.load_weights(sess, etas=False)   # the same weights for every estimator
                 draws = []
                 for xs in batches:
-                    feed = C.noise_feed(model, 24, rng)
+                    feed = C.noise_feed(model, 24 * model.hparams.n_samples, rng)
                     feed[model.x] = xs
                     draws.append(sess.run(grad, feed))
         variance[name] = np.mean(np.var(draws, axis=0, ddof=1))
+    return variance
+
+
+def test_rebar_gradients_vary_less_than_reinforce_and_nvil_at_initialisation():
+    """Same initial weights, same 40 batches of real digits, same noise: the mean per-parameter
+    variance of the gradient over batches is lower for REBAR and dynamic REBAR than for NVIL
+    and REINFORCE (SBN)."""
+    variance = gradient_variances({name: 'model=' + name for name in
+                                   ['SBN', 'SBNNVIL', 'SBNRebar', 'SBNDynamicRebar']})
     print('mean gradient variance at initialisation:', variance)
     for low in ['SBNRebar', 'SBNDynamicRebar']:
         for high in ['SBN', 'SBNNVIL']:
             assert variance[low] < variance[high], (low, high, variance)
+
+
+def test_disarm_gradients_vary_less_than_arm_at_initialisation():
+    """The same comparison: DisARM integrates ARM's noise out given the pair, so its variance
+    is lower (Dong et al., 2020)."""
+    variance = gradient_variances({'ARM': 'model=SBNARM', 'DisARM': 'model=SBNDisARM'})
+    print('mean gradient variance at initialisation:', variance)
+    assert variance['DisARM'] < variance['ARM'], variance
 
 
 # -- the model against a numpy transcription of the SPEC -------------------------------------
@@ -290,7 +422,8 @@ def test_relaxed_sample_is_the_specs_formula(graph, muprop_relaxation):
 
 # -- the fast build (static shapes, hard terms reused) against the straightforward one ---------
 @pytest.mark.parametrize('name', ['SBN', 'SBNNVIL', 'SBNSimpleMuProp', 'SBNMuProp', 'SBNGumbel',
-                                  'SBNRebar', 'SBNDynamicRebar', 'SBNTrackGradVariances'])
+                                  'SBNRebar', 'SBNDynamicRebar', 'SBNTrackGradVariances',
+                                  'SBNARM', 'SBNDisARM', 'SBNRelax', 'SBNReinforceLOO'])
 def test_fast_build_computes_what_the_straightforward_build_computes(name):
     """Same weights, batches and noise: report vector, gradient, temperature gradient and the
     gradient variance over three steps (the last a partial batch, which the static build runs
@@ -300,3 +433,119 @@ def test_fast_build_computes_what_the_straightforward_build_computes(name):
     straightforward = replay_step.replay(name, reuse_hard=False)
     fast = replay_step.replay(name, static_shapes=True)
     replay_step.assert_same(fast, straightforward, 1e-5, 1e-6)
+
+
+# -- every model, every task: the graphs build, train, and name their reports -----------------
+@pytest.mark.parametrize('name', ['SBNRebar', 'SBNDynamicRebar', 'SBNRelax'])
+def test_sp_variance_objective_counts_the_prior_without_gradient_as_zeros(graph, name):
+    """Under task=sp the prior gets no gradient; the variance objective is the mean of g^2 over
+    every model variable's entries, the prior's counted as zeros (as in the released code)."""
+    import estimator_checks as C
+    data = C.tiny_data()
+    model = C.build('model=%s,task=sp,n_layer=2,batch_size=8,%s' % (name, C.TINY), data.mean(0),
+                    static_shapes=True)
+    grads = model.train.estimate.grads
+    assert grads[model.variables.index(model.nets.prior)] is None
+    feed = C.noise_feed(model, 8, np.random.RandomState(11))
+    feed[model.x] = data
+    with _session() as sess:
+        C.load_weights(sess)
+        values, objective = sess.run(([g for g in grads if g is not None],
+                                      model.train.estimate.variance_objective), feed)
+        shapes = [v.shape.as_list() for v in model.variables]
+    squares = sum(np.sum(np.square(g, dtype=np.float64)) for g in values)
+    n = sum(np.prod(shape) for shape in shapes)
+    assert n > sum(g.size for g in values)   # the prior's entries are in the denominator
+    np.testing.assert_allclose(objective, squares / n, rtol=1e-5)
+
+
+def test_config_models_are_exactly_the_model_classes():
+    import inspect
+    import config
+    import rebar
+    classes = {name for name, value in vars(rebar).items()
+               if inspect.isclass(value) and issubclass(value, rebar.Model)
+               and value is not rebar.Model}
+    assert sorted(config.MODELS) == sorted(classes)
+    for name in config.MODELS:
+        assert getattr(rebar, name).estimator in rebar.ESTIMATORS, name
+
+
+def test_one_sample_per_image_is_refused_for_reinforce_loo():
+    import config
+    with pytest.raises(ValueError) as err:
+        config.parse_hparams('model=SBNReinforceLOO')
+    assert 'n_samples=2' in str(err.value)
+    assert config.parse_hparams('model=SBNReinforceLOO,n_samples=2').n_samples == 2
+
+
+# n_layer 1-3 x linear/nonlinear, spread over models and tasks (index by model and task);
+# SBNTrackGradVariances, whose graph holds nine estimators, at one and two layers only (each
+# part is built at three layers by its own model)
+SHAPES = ['n_layer=1', 'n_layer=2,nonlinear=true', 'n_layer=3', 'n_layer=1,nonlinear=true',
+          'n_layer=2', 'n_layer=3,nonlinear=true']
+TRACKER_SHAPES = ['n_layer=1,nonlinear=true', 'n_layer=2']
+
+
+def _every_model_and_task():
+    """(model, task, shape): tasks sbn and sp for every model; omni (the sbn graph on other
+    data) once."""
+    import config
+    cases = [('SBN', 'omni', 'n_layer=2')]
+    for m, name in enumerate(config.MODELS):
+        for t, task in enumerate(['sbn', 'sp']):
+            if name == 'SBNTrackGradVariances':
+                shape = TRACKER_SHAPES[t]
+            else:
+                shape = SHAPES[(2 * m + t) % len(SHAPES)]
+            if task == 'sp':
+                shape += ',sp_all_layers=%s' % ('true' if m % 2 else 'false')
+            cases.append((name, task, shape))
+    return cases
+
+
+def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
+    """Each model with each task (sbn, sp, omni; n_layer 1-3, linear and nonlinear across
+    them) builds the driver's static-shape training graph; its report names match its report
+    vectors; its pass count is what the graph builds. The sp cases of one and two layers also
+    take two steps with finite reports (sbn steps, and the short last batch of an epoch, are
+    replayed for every model by the fast-build test below)."""
+    import tensorflow.compat.v1 as tf
+    import config
+    import rebar
+    rng = np.random.RandomState(12)
+    data = (rng.rand(6, 8) < 0.5).astype(np.float32)
+    built = {}
+    original = rebar.Networks.log_p_terms
+
+    def counting(self, *args, **kwargs):
+        built['passes'] += 1
+        return original(self, *args, **kwargs)
+
+    for name, task, shape in _every_model_and_task():
+        hp = config.parse_hparams('model=%s,task=%s,%s,n_input=8,n_hidden=3,batch_size=4,'
+                                  'n_samples=2' % (name, task, shape))
+        with tf.Graph().as_default():
+            built['passes'] = 0
+            rebar.Networks.log_p_terms = counting
+            try:
+                model = rebar.build_model(hp, data.mean(0), static_shapes=True)
+            finally:
+                rebar.Networks.log_p_terms = original
+            case = (name, task, shape)
+            assert built['passes'] * hp.n_samples == model.evaluations_per_image(), case
+            assert len(model.report_names) == len(model.train_report), case
+            assert len(model.eval_report_names) == 1 + len(model.eval_report), case
+            assert model.report_names[0] == 'elbo', case
+            if task != 'sp' or hp.n_layer > 2:
+                continue
+            with tf.Session(config=_config()) as sess:
+                sess.run(tf.global_variables_initializer())
+                for _ in range(2):
+                    report, variance, _, _ = model.partial_fit(sess, data[:4])
+                    assert np.all(np.isfinite(report)) and np.all(np.isfinite(variance)), case
+
+
+def _config():
+    from conftest import session_config
+    return session_config()
