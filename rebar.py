@@ -836,16 +836,6 @@ class Model(object):
                       for first in firsts]
         return variances, deviations + [tf.log(mu_square)]
 
-    def partial_fit(self, sess, xs, feed=None):
-        """One training step. Returns (report vector, gradient variance, step, temperature)."""
-        training = self.training(len(xs))
-        feed_dict = {training.x: xs}
-        feed_dict.update(feed or {})
-        report, variance, step, temperature = sess.run(
-            (training.report, training.grad_variance, training.step_after, self.temperature),
-            feed_dict)
-        return np.array(report), variance, step, temperature
-
     def partial_eval(self, sess, xs, n_samples=EVAL_SAMPLES):
         """[importance-weighted bound with n_samples, report vector...] for a group of images.
 

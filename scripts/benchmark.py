@@ -25,12 +25,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import rundir  # noqa: E402  (after the project's directory is on the path)
+import config  # noqa: E402  (after the project's directory is on the path)
+import rundir  # noqa: E402
 
 DOCUMENTED = 'learning_rate=0.0003,n_layer=2,task=sbn'
-MODELS = ('SBNDynamicRebar', 'SBNRebar', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNNVIL', 'SBN',
-          'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
-          'SBNReinforceLOO')
 # What a model needs beyond the documented run (before --hparams, which may override it).
 MODEL_HPARAMS = {'SBNReinforceLOO': 'n_samples=2'}
 
@@ -38,7 +36,6 @@ MODEL_HPARAMS = {'SBNReinforceLOO': 'n_samples=2'}
 def measure(model_name, extra, steps, repeats, eval_images, flexible):
     """Runs one model in this process; returns its figures as a dict."""
     import numpy as np
-    import config
     import datasets
     import device
     import rebar
@@ -134,7 +131,7 @@ def print_table(rows, columns):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--models', nargs='+', default=list(MODELS))
+    parser.add_argument('--models', nargs='+', default=list(config.MODELS))
     parser.add_argument('--hparams', default='', help='extra k=v,... over the documented run')
     parser.add_argument('--steps', type=int, default=200, help='steps per timed block')
     parser.add_argument('--repeats', type=int, default=7, help='timed blocks')

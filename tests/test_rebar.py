@@ -539,10 +539,12 @@ def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
             assert model.report_names[0] == 'elbo', case
             if task != 'sp' or hp.n_layer > 2:
                 continue
+            training = model.training(4)
             with tf.Session(config=_config()) as sess:
                 sess.run(tf.global_variables_initializer())
                 for _ in range(2):
-                    report, variance, _, _ = model.partial_fit(sess, data[:4])
+                    report, variance = sess.run((training.report, training.grad_variance),
+                                                {training.x: data[:4]})
                     assert np.all(np.isfinite(report)) and np.all(np.isfinite(variance)), case
 
 
