@@ -323,7 +323,7 @@ def plot(out_dir, figure, title, panels):
 
 
 def write_index(out_dir, directory, runs, table_text, figures):
-    lines = ['# Report: %s' % os.path.abspath(directory), '',
+    lines = ['# Report: %s' % os.path.basename(os.path.abspath(directory)), '',
              '%d runs, %d configurations, estimators: %s.'
              % (len(runs), len(ordered(r.row for r in runs)),
                 ', '.join(ordered(r.column for r in runs))), '', '## Final numbers', '',
