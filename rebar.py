@@ -1,4 +1,5 @@
-"""Sigmoid belief networks trained with REINFORCE, NVIL, MuProp, Concrete and REBAR (graph mode).
+"""Sigmoid belief networks trained with REINFORCE, NVIL, MuProp, Concrete, REBAR and the estimators
+after it (RELAX, ARM, DisARM, REINFORCE leave-one-out), in graph mode.
 
 Reading order, as in the paper:
 
@@ -7,8 +8,9 @@ Reading order, as in the paper:
    [+ a t/(t+1)])) that switch from hard to relaxed at a given layer, with u or with the
    conditional noise v, and the mean pass (sigma(a)). Each pass is built once per step and
    every estimator shares them.
-3. Estimators, one short function each: `reinforce`, `nvil`, `simple_muprop`, `muprop`,
-   `concrete`, `rebar` (whose control variate and its gradient are built in
+3. Estimators, one short function each with one signature, `(step, variables, hparams)` ->
+   `Estimate`: `reinforce`, `nvil`, `simple_muprop`, `muprop`, `concrete`, `rebar` and
+   `dynamic_rebar` (both `rebar_gradient`, whose control variate and its gradient are built in
    `rebar_control_variate`), `arm`, `disarm`, `relax` and `reinforce_loo`; the registry
    `ESTIMATORS` names each with its number of forward passes per sample.
 4. `Model` and the thin classes users name in --hparams (`SBNDynamicRebar`, ...): inputs and
@@ -282,28 +284,29 @@ def _grads(loss, variables):
     return tf.gradients(tf.reduce_mean(loss), variables)
 
 
-def reinforce(passes, variables):
+def reinforce(step, variables, hparams):
     """SBN: signal = f - (mean of the other samples' f); loss = -(signal log q + log p)."""
-    hard = passes.hard
+    hard = step.passes.hard
     signal = tf.stop_gradient(U.leave_one_out_centre(hard.elbo))
     loss = -(signal * tf.add_n(hard.log_q) + hard.log_p)
     return Estimate(_grads(loss, variables),
                     [('elbo', tf.reduce_mean(hard.elbo)), ('rms_signal', U.rms(signal))])
 
 
-def nvil(passes, variables, scope='nvil'):
+def nvil(step, variables, hparams, scope='nvil'):
     """NVIL: signal = f - c(x); c is trained on signal^2 (no variance normalisation)."""
-    hard = passes.hard
+    hard = step.passes.hard
     with tf.variable_scope(scope):
-        c, c_vars = _baseline(passes, 'baseline')
+        c, c_vars = _baseline(step.passes, 'baseline')
     signal = tf.stop_gradient(hard.elbo) - c
     loss = -(tf.stop_gradient(signal) * tf.add_n(hard.log_q) + hard.log_p)
     return Estimate(_grads(loss, variables), [('elbo', tf.reduce_mean(hard.elbo))],
                     baseline_losses=[tf.square(signal)], baseline_vars=c_vars)
 
 
-def simple_muprop(passes, variables, scope='simple_muprop'):
+def simple_muprop(step, variables, hparams, scope='simple_muprop'):
     """SimpleMuProp: signal = f - eta f(mean pass) - c(x), no linear term."""
+    passes = step.passes
     hard, mean = passes.hard, passes.mean
     with tf.variable_scope(scope):
         eta, w = _eta('eta')
@@ -316,13 +319,14 @@ def simple_muprop(passes, variables, scope='simple_muprop'):
                     baseline_losses=[tf.square(signal)], baseline_vars=[w] + c_vars)
 
 
-def muprop(passes, variables, scope='muprop'):
+def muprop(step, variables, hparams, scope='muprop'):
     """MuProp, per layer i with g_i = d f(mean) / d mu_i:
 
     signal_i = f - eta0_i f(mean) - eta1_i g_i.(b_i - mu_i) - c_i(x);
     loss = -(sum_i [log q_i signal_i + eta1_i g_i.sigma(a_i)] + log p), signals, eta1 and g held
     constant in the loss.
     """
+    passes = step.passes
     hard, mean = passes.hard, passes.mean
     n_layer = len(hard.samples)
     slopes = tf.gradients(tf.reduce_sum(mean.elbo), mean.samples)
@@ -346,11 +350,12 @@ def muprop(passes, variables, scope='muprop'):
                     baseline_losses=losses, baseline_vars=trained)
 
 
-def concrete(passes, variables, temperature):
-    """SBNGumbel: loss = -f(relaxed pass); biased. Reports [hard ELBO, relaxed ELBO]."""
-    relaxed = passes.relaxed(0, temperature)
+def concrete(step, variables, hparams):
+    """SBNGumbel: loss = -f(relaxed pass at the fixed temperature); biased. Reports [hard ELBO,
+    relaxed ELBO]."""
+    relaxed = step.passes.relaxed(0, hparams.temperature)
     return Estimate(_grads(-relaxed.elbo, variables),
-                    [('elbo', tf.reduce_mean(passes.hard.elbo)),
+                    [('elbo', tf.reduce_mean(step.passes.hard.elbo)),
                      ('relaxed_elbo', tf.reduce_mean(relaxed.elbo))])
 
 
@@ -414,7 +419,21 @@ def rebar_control_variate(passes, variables, temperature, quadratic, log_tempera
             for a, b in zip(reparameterised, reinforce)]
 
 
-def rebar(passes, variables, temperature, quadratic, log_temperature=None, scope='rebar'):
+def rebar(step, variables, hparams, scope='rebar'):
+    """REBAR at the fixed temperature `hparams.temperature` (see `rebar_gradient`)."""
+    return rebar_gradient(step.passes, variables, hparams.temperature, hparams.quadratic,
+                          scope=scope)
+
+
+def dynamic_rebar(step, variables, hparams, scope='rebar'):
+    """REBAR at the learned temperature t = exp(w_t), per sample so that d f / d w_t is per
+    sample (see `rebar_gradient`)."""
+    return rebar_gradient(step.passes, variables, tf.exp(step.log_temperature)[:, None],
+                          hparams.quadratic, log_temperature=step.log_temperature, scope=scope)
+
+
+def rebar_gradient(passes, variables, temperature, quadratic, log_temperature=None,
+                   scope='rebar'):
     """REBAR: loss gradient = -grad[(f - c(x)) log q + log p] + eta * grad[control variate].
 
     eta = 2 sigma(w_v), one per model variable. eta and c minimise the variance objective
@@ -564,12 +583,6 @@ def relax(step, variables, hparams, log_temperature=None, scope='relax'):
                     cv_vars=[w] + r_vars, variance_objective=U.mean_square(grads, variables))
 
 
-def dynamic_rebar(step, variables, quadratic, scope='rebar'):
-    """REBAR at temperature t = exp(w_t), per sample so that d f / d w_t is per sample."""
-    return rebar(step.passes, variables, tf.exp(step.log_temperature)[:, None], quadratic,
-                 log_temperature=step.log_temperature, scope=scope)
-
-
 def _relaxed_pairs(hparams):
     """Passes per sample of REBAR and RELAX: the hard one and two relaxed ones per segment."""
     return 1 + 2 * len(_segments(hparams.n_layer, hparams.quadratic))
@@ -580,17 +593,13 @@ def _relaxed_pairs(hparams):
 # terms below l but counts as one).
 Estimator = collections.namedtuple('Estimator', 'build passes')
 ESTIMATORS = collections.OrderedDict([
-    ('REINFORCE', Estimator(lambda step, v, hp: reinforce(step.passes, v), lambda hp: 1)),
-    ('NVIL', Estimator(lambda step, v, hp: nvil(step.passes, v), lambda hp: 1)),
-    ('SimpleMuProp', Estimator(lambda step, v, hp: simple_muprop(step.passes, v),
-                               lambda hp: 2)),
-    ('MuProp', Estimator(lambda step, v, hp: muprop(step.passes, v), lambda hp: 2)),
-    ('Concrete', Estimator(lambda step, v, hp: concrete(step.passes, v, hp.temperature),
-                           lambda hp: 2)),
-    ('REBAR', Estimator(lambda step, v, hp: rebar(step.passes, v, hp.temperature,
-                                                  hp.quadratic), _relaxed_pairs)),
-    ('DynamicREBAR', Estimator(lambda step, v, hp: dynamic_rebar(step, v, hp.quadratic),
-                               _relaxed_pairs)),
+    ('REINFORCE', Estimator(reinforce, lambda hp: 1)),
+    ('NVIL', Estimator(nvil, lambda hp: 1)),
+    ('SimpleMuProp', Estimator(simple_muprop, lambda hp: 2)),
+    ('MuProp', Estimator(muprop, lambda hp: 2)),
+    ('Concrete', Estimator(concrete, lambda hp: 2)),
+    ('REBAR', Estimator(rebar, _relaxed_pairs)),
+    ('DynamicREBAR', Estimator(dynamic_rebar, _relaxed_pairs)),
     ('ARM', Estimator(arm, lambda hp: 1 + hp.n_layer)),
     ('DisARM', Estimator(disarm, lambda hp: 1 + hp.n_layer)),
     ('RELAX', Estimator(relax, _relaxed_pairs)),
@@ -962,8 +971,7 @@ class SBNTrackGradVariances(Model):
 
     def _tracked_estimate(self, step, name):
         if name == 'DynamicREBAR':   # its own etas and baseline beside the tracked REBAR's
-            return dynamic_rebar(step, self.variables, self.hparams.quadratic,
-                                 scope='dynamic_rebar')
+            return dynamic_rebar(step, self.variables, self.hparams, scope='dynamic_rebar')
         if name == 'RELAX':   # its own temperature, trained with eta and r
             with tf.variable_scope('relax'):
                 log_t = tf.get_variable(
