@@ -686,8 +686,10 @@ class Model(object):
     learns_temperature = False
     tracked = None   # names of tracked estimators (SBNTrackGradVariances)
 
-    def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None):
+    def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,
+                 noise_seed=None):
         config.validate(hparams)
+        self.noise_seed = noise_seed
         if images is not None and not static_shapes:
             raise ValueError('Batches from an images function need static shapes.')
         self.hparams = hparams
@@ -710,7 +712,8 @@ class Model(object):
         self.x = self._batch_input(batch)
         if static_shapes:
             self.n_samples = hparams.n_samples
-            self.train = Step(self, self.x, self.n_samples, batch * self.n_samples)
+            rows = batch * self.n_samples
+            self.train = Step(self, self.x, self.n_samples, rows, self._training_noise(rows))
             self._eval = None   # its own fixed-shape graph, built when first needed
         else:
             self.n_samples = tf.placeholder_with_default(
@@ -738,8 +741,9 @@ class Model(object):
         if n_images not in self._trainings:
             with tf.name_scope('batch_%d' % n_images):
                 x = self._batch_input(n_images)
+                rows = n_images * self.n_samples
                 self._trainings[n_images] = self._build_training(
-                    Step(self, x, self.n_samples, n_images * self.n_samples))
+                    Step(self, x, self.n_samples, rows, self._training_noise(rows)))
         return self._trainings[n_images]
 
     def training_loop(self, steps_per_call):
@@ -772,9 +776,7 @@ class Model(object):
         rows = batch * self.n_samples
         single = self._trainings[batch]   # its variables exist before the loop is built
         n = tf.placeholder(tf.int32, [], 'steps_in_call')
-        noise = [tf.placeholder_with_default(tf.random_uniform([k, rows, h]), [k, rows, h],
-                                             name='u_%d' % l)
-                 for l in range(self.hparams.n_layer)]
+        noise = self._training_noise(rows, k)
         widths = [tf.reshape(t, [-1]).shape.as_list()[0]
                   for t in (tf.stack(single.report), single.grad_variance)]
         outputs = [tf.zeros([k, widths[0]]), tf.zeros([k, widths[1]]),
@@ -804,6 +806,28 @@ class Model(object):
             variances = variances[:, 0]
         return TrainingLoop(n, noise, count, reports, variances, steps_after, temperatures,
                             finite)
+
+    def _training_noise(self, rows, k=None):
+        """Each layer's uniform noise for the training step at the current global step s,
+        [rows, n_hidden] (or [k, rows, n_hidden] for steps s..s+k-1), fed to replay a step.
+
+        From TensorFlow's generator; with `noise_seed`, a function of (noise_seed, step, layer)
+        (a stateless generator), so that a step's noise is the same whichever graph (one step
+        a call or several) runs it.
+        """
+        n_layer, shape = self.hparams.n_layer, [rows, self.hparams.n_hidden]
+        steps = [None] if k is None else range(k)
+        if self.noise_seed is None:
+            defaults = [tf.random_uniform([len(steps)] + shape) for _ in range(n_layer)]
+        else:
+            s = self.global_step.read_value()
+            defaults = [tf.stack([tf.random.stateless_uniform(shape, tf.stack(
+                [tf.constant(self.noise_seed, tf.int64), 2 * ((s + (j or 0)) * n_layer + l)]))
+                for j in steps]) for l in range(n_layer)]
+        if k is None:
+            defaults = [d[0] for d in defaults]
+        return [tf.placeholder_with_default(d, d.shape, name='u_%d' % l)
+                for l, d in enumerate(defaults)]
 
     def _batch_input(self, n_images):
         if self._images is not None:
@@ -852,13 +876,20 @@ class Model(object):
                                              [g, rows, self.hparams.n_hidden], name='u_%d' % l)
                  for l in range(self.hparams.n_layer)]
 
-        def group(inputs):
-            step = Step(self, inputs[0], EVAL_SAMPLES, rows, list(inputs[1:]))
-            return step.image_bounds, tf.stack(step.report)
+        n_report = len(self.eval.report)
 
-        # a few groups at a time: enough to keep the cores busy, few enough to bound memory
-        bounds, reports = tf.map_fn(group, [x] + noise, dtype=(tf.float32, tf.float32),
-                                    parallel_iterations=4, back_prop=False)
+        def group(i, bounds, reports):
+            step = Step(self, x[i], EVAL_SAMPLES, rows, [u[i] for u in noise])
+            this = tf.equal(tf.range(g), i)   # row i takes group i's figures
+            return [i + 1, tf.where(this, tf.broadcast_to(step.image_bounds, bounds.shape), bounds),
+                    tf.where(this, tf.broadcast_to(tf.stack(step.report), reports.shape), reports)]
+
+        # Fixed-shape accumulators rather than TensorArrays (whose stacking has a dynamic
+        # size); a few groups at a time, to keep the cores busy with bounded memory.
+        _, bounds, reports = tf.while_loop(
+            lambda i, *_: i < g, group,
+            [tf.constant(0), tf.zeros([g, EVAL_GROUP]), tf.zeros([g, n_report])],
+            parallel_iterations=4, back_prop=False, maximum_iterations=g)
         extras = self._variance_figures(*self._read_averages())[1]
         return EvalGroups(x, noise, bounds, reports, tf.stack(extras) if extras else
                           tf.zeros([0]))
@@ -1115,8 +1146,9 @@ class SBNTrackGradVariances(Model):
                 ('d_variance_d_log_temperature_squared', t_grad * t_grad)]
 
 
-def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None):
+def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,
+                noise_seed=None):
     """The model class named by hparams.model, built in the current default graph."""
     config.validate(hparams)
     return globals()[hparams.model](hparams, mean_xs, static_shapes=static_shapes,
-                                    reuse_hard=reuse_hard, images=images)
+                                    reuse_hard=reuse_hard, images=images, noise_seed=noise_seed)

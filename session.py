@@ -50,12 +50,14 @@ class RunSession(object):
         with self.graph.as_default():
             if random_seed is not None:
                 tf.set_random_seed(random_seed)
-            self.batches = (DeviceBatches(len(train_xs), hparams.n_input,
-                                                  hparams.batch_size, hparams.dynamic_b)
+            self.batches = (DeviceBatches(len(train_xs), hparams.n_input, hparams.batch_size,
+                                          hparams.dynamic_b, random_seed)
                             if static_shapes else None)
+            # a seeded run's noise is a function of the step: the same for every steps_per_call
             self.model = model = rebar.build_model(
                 hparams, np.mean(train_xs, axis=0), static_shapes=static_shapes,
-                images=self.batches.images if self.batches else None)
+                images=self.batches.images if self.batches else None,
+                noise_seed=random_seed if static_shapes else None)
             trainings = dict((n, model.training(n))
                              for n in (sorted(batch_sizes) if static_shapes else [None]))
             if evaluates and static_shapes:
@@ -165,11 +167,12 @@ class DeviceBatches(object):
 
     The epoch's order and the global step at which its first batch is taken are loaded once
     an epoch; a step's batch is order[(step - start) * batch_size:][:n], binarised on the
-    device when `dynamic_b` (with TensorFlow's generator, like the noise).
+    device when `dynamic_b` (with TensorFlow's generator, like the noise; given a `seed`, as a
+    function of (seed, step), whichever graph takes the batch).
     """
 
-    def __init__(self, n_images, n_input, batch_size, dynamic_b):
-        self.batch_size, self.dynamic_b = batch_size, dynamic_b
+    def __init__(self, n_images, n_input, batch_size, dynamic_b, seed=None):
+        self.batch_size, self.dynamic_b, self.seed = batch_size, dynamic_b, seed
         self.data_in = tf.placeholder(tf.float32, [n_images, n_input], 'training_set')
         self.order_in = tf.placeholder(tf.int32, [n_images], 'epoch_order')
         self.start_in = tf.placeholder(tf.int64, [], 'epoch_start')
@@ -188,8 +191,11 @@ class DeviceBatches(object):
         step = tf.train.get_global_step().read_value()
         first = tf.cast(step - self.start.read_value(), tf.int32) * self.batch_size
         xs = tf.gather(self.data, tf.slice(self.order, [first], [n_images]))
-        if self.dynamic_b:
+        if self.dynamic_b and self.seed is None:
             xs = tf.cast(tf.random_uniform(xs.shape) < xs, tf.float32)
+        elif self.dynamic_b:   # odd second seeds: the model's noise takes the even ones
+            seed = tf.stack([tf.constant(self.seed, tf.int64), 2 * step + 1])
+            xs = tf.cast(tf.random.stateless_uniform(xs.shape, seed) < xs, tf.float32)
         return xs
 
     def initialize(self, sess, train_xs):

@@ -126,3 +126,35 @@ def test_grouped_evaluation_pads_and_drops_like_the_per_group_one():
         per_group.append(np.concatenate([[bounds[0, :len(own)].mean()], reports[0], extras]))
     np.testing.assert_allclose(session.grouped_evaluation(evaluate_groups, xs, 2),
                                np.mean(per_group, 0), rtol=1e-12)
+
+
+def _run_lines(tmp_path, steps_per_call):
+    """A seeded run of 50 images in batches of 4 (12 full batches and one of 2 an epoch)
+    stopped at step 20, then resumed to 33: its stdout, without the hparams line."""
+    import io
+    import rebar_train
+    hp = config.parse_hparams('model=SBNDynamicRebar,n_layer=2,n_hidden=3,n_input=%d,'
+                              'batch_size=4,learning_rate=0.01' % N_INPUT)
+    rng = np.random.RandomState(4)
+    data = [(rng.rand(n, N_INPUT) < 0.4).astype(np.float32) for n in (50, 7, 6)]
+    out = io.StringIO()
+    for max_steps in (20, 33):
+        options = rebar_train.make_options(
+            hp, working_dir=str(tmp_path / ('k%d' % steps_per_call)), device='cpu',
+            fast_start=True, max_steps=max_steps, eval_freq=1, checkpoint_secs=0,
+            checkpoint_steps=9, progress_secs=0, seed=5, steps_per_call=steps_per_call)
+        rebar_train.run(options, data=data, out=out, err=io.StringIO())
+    return [l for l in out.getvalue().splitlines() if l and not l.startswith('{')]
+
+
+def test_a_run_with_7_steps_a_call_prints_the_lines_of_one_step_a_call(tmp_path):
+    """Calls of 7 steps stop at the epoch's partial batch, at checkpoints every 9 steps and at
+    --max_steps, and resume from a checkpoint: the same Step, log-variance, Valid and Test
+    lines as one step a call (to float32 round-off)."""
+    one, seven = _run_lines(tmp_path, 1), _run_lines(tmp_path, 7)
+    assert [l.split(':')[0] for l in one] == [l.split(':')[0] for l in seven]
+    assert [l.split(':')[0] for l in one if l.startswith('Step')] == \
+        ['Step 13', 'Step 20', 'Step 26', 'Step 33']
+    for a, b in zip(one, seven):
+        numbers = [np.array(l.split(':', 1)[-1].strip(' []').split(), float) for l in (a, b)]
+        np.testing.assert_allclose(numbers[0], numbers[1], rtol=1e-4, err_msg=a)
