@@ -772,7 +772,7 @@ class Model(object):
         return self._loops[steps_per_call]
 
     def _build_loop(self, k):
-        batch, h = self.hparams.batch_size, self.hparams.n_hidden
+        batch = self.hparams.batch_size
         rows = batch * self.n_samples
         single = self._trainings[batch]   # its variables exist before the loop is built
         n = tf.placeholder(tf.int32, [], 'steps_in_call')
