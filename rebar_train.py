@@ -78,9 +78,9 @@ FLAG_SPECS = (
     ('progress_secs', 'integer', 60, 'Seconds between progress lines when --log_every is 0; '
      '0: none.'),
     ('steps_per_call', 'integer', None, 'Training steps per session call, run in a loop in the '
-     'graph (default: 1 on the CPU, where a call costs little; %d on an NPU or GPU, where '
-     'each call is a round trip to the device). Output is the same for every value.'
-     % ACCELERATOR_STEPS_PER_CALL),
+     'graph (default: 1 on the CPU, where a call costs little and the graph stays small; %d '
+     'on an NPU or GPU, where each call is a round trip to the device). A seeded run prints '
+     'the same lines for every value.' % ACCELERATOR_STEPS_PER_CALL),
     ('threads', 'integer', None, 'CPU/GPU: TensorFlow ops run side by side (default: every '
      'core). A sweep sets it to its runs\' CPUs.'),
     ('tf_log', 'bool', False, "Keep TensorFlow's own log lines and warnings (also "

@@ -60,10 +60,10 @@ class RunSession(object):
                 noise_seed=random_seed if static_shapes else None)
             trainings = dict((n, model.training(n))
                              for n in (sorted(batch_sizes) if static_shapes else [None]))
+            if evaluates:
+                model.eval_report   # one group a call (`Model.partial_eval`)
             if evaluates and static_shapes:
                 groups = model.eval_groups(eval_groups)
-            elif evaluates:
-                model.eval_report
             # built last, so that the ops above (their random ops' seeds too) are the same
             # whatever the number of steps per call
             loop = model.training_loop(steps_per_call) if steps_per_call > 1 else None
