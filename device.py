@@ -101,6 +101,14 @@ def npu_session_config(precision_mode=DEFAULT_PRECISION_MODE):
     npu.name = NPU_OPTIMIZER
     npu.parameter_map['use_off_line'].b = True   # run on the Ascend device, not the host
     npu.parameter_map['precision_mode'].s = tf.compat.as_bytes(precision_mode)
+    # Several steps per call run as a while loop in our own graph (rebar.Model.training_loop),
+    # not through the adapter's loop sinking: that repeats a one-step graph iterations_per_loop
+    # times and needs its data from a GetNext sunk to the device (enable_data_pre_proc),
+    # which this job does not have (the training set is a variable). So the adapter's loop
+    # stays at its documented default of one iteration a call, and the whole graph, loop
+    # included, goes to the graph engine (no mixed host/device compilation).
+    npu.parameter_map['iterations_per_loop'].i = 1
+    npu.parameter_map['mix_compile_mode'].b = False
     rewrite.remapping = rewriter_config_pb2.RewriterConfig.OFF
     rewrite.memory_optimization = rewriter_config_pb2.RewriterConfig.OFF
     return config

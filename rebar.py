@@ -614,13 +614,17 @@ EVAL_SAMPLES = 100   # samples per image of the importance-weighted bound
 class Step(object):
     """The graph of one estimator over one batch: inputs, noise, passes, estimate, bounds."""
 
-    def __init__(self, model, x, n_samples, static_rows):
+    def __init__(self, model, x, n_samples, static_rows, noise=None):
         self.x = x
         n_rows = static_rows or tf.shape(x)[0] * n_samples
-        self.noise = [tf.placeholder_with_default(
-            tf.random_uniform([n_rows, model.hparams.n_hidden]),
-            [static_rows, model.hparams.n_hidden], name='u_%d' % i)
-            for i in range(model.hparams.n_layer)]
+        if noise is None:
+            noise = [tf.placeholder_with_default(
+                tf.random_uniform([n_rows, model.hparams.n_hidden]),
+                [static_rows, model.hparams.n_hidden], name='u_%d' % i)
+                for i in range(model.hparams.n_layer)]
+        self.noise = noise
+        # read here, with the step's other reads (in a loop of steps, after the last update)
+        self.temperature = tf.exp(model.log_temperature.read_value())
         self.passes = ForwardPasses(model.nets, x, n_samples, self.noise, model.reuse_hard)
         # log t tiled over samples, so that d f / d log t can be taken per sample
         self.log_temperature = tf.tile(model.log_temperature[None], [n_rows])
@@ -658,6 +662,16 @@ Training = collections.namedtuple('Training', 'x step train_op report grad_varia
                                   'grads_finite')
 
 
+# K training steps in one call (`Model.training_loop`): its inputs (`n` steps to run, noise)
+# and per-step outputs.
+TrainingLoop = collections.namedtuple('TrainingLoop', 'n noise count reports grad_variances '
+                                      'steps_after temperatures grads_finite')
+
+
+# Several groups of EVAL_GROUP images evaluated in one call (`Model.eval_groups`).
+EvalGroups = collections.namedtuple('EvalGroups', 'x noise image_bounds reports extras')
+
+
 class Model(object):
     """A sigmoid belief network and one gradient estimator, with its training step.
 
@@ -681,8 +695,10 @@ class Model(object):
     learns_temperature = False
     tracked = None   # names of tracked estimators (SBNTrackGradVariances)
 
-    def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None):
+    def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,
+                 noise_seed=None):
         config.validate(hparams)
+        self.noise_seed = noise_seed
         if images is not None and not static_shapes:
             raise ValueError('Batches from an images function need static shapes.')
         self.hparams = hparams
@@ -705,7 +721,8 @@ class Model(object):
         self.x = self._batch_input(batch)
         if static_shapes:
             self.n_samples = hparams.n_samples
-            self.train = Step(self, self.x, self.n_samples, batch * self.n_samples)
+            rows = batch * self.n_samples
+            self.train = Step(self, self.x, self.n_samples, rows, self._training_noise(rows))
             self._eval = None   # its own fixed-shape graph, built when first needed
         else:
             self.n_samples = tf.placeholder_with_default(
@@ -718,8 +735,8 @@ class Model(object):
                                                  name='model_adam')
         self._control_opt = tf.train.AdamOptimizer(10 * hparams.learning_rate,
                                                    beta2=hparams.beta2, name='control_adam')
-        self._trainings = {}
-        main = self._build_training(self.train)
+        self._trainings, self._loops, self._eval_groups = {}, {}, {}
+        main = self._trainings[batch] = self._build_training(self.train)
         self.train_op, self.grads_finite = main.train_op, main.grads_finite
         self.train_report, self.grad_variance = main.report, main.grad_variance
         self.step_after = main.step_after
@@ -733,8 +750,93 @@ class Model(object):
         if n_images not in self._trainings:
             with tf.name_scope('batch_%d' % n_images):
                 x = self._batch_input(n_images)
-                self._build_training(Step(self, x, self.n_samples, n_images * self.n_samples))
+                rows = n_images * self.n_samples
+                self._trainings[n_images] = self._build_training(
+                    Step(self, x, self.n_samples, rows, self._training_noise(rows)))
         return self._trainings[n_images]
+
+    def training_loop(self, steps_per_call):
+        """K = steps_per_call training steps of full batches in one session call.
+
+        A `tf.while_loop` runs n <= K (fed: `TrainingLoop.n`) iterations of the training step,
+        each building the same `Step` and update as `training(batch_size)` on the variables,
+        optimizer slots and moving averages that graph created, on the batch of the global step
+        (so the batches follow the epoch's order as single steps do). Iteration i's ops all
+        depend on the loop counter that iteration i - 1 returns once its update and its reads
+        after the update are done, so every read of a step sees the previous step's update.
+        The loop stops early after a step whose gradient or report is not finite.
+
+        Noise: `TrainingLoop.noise[l]` [K, N, n_hidden], step i uses row i (random by default,
+        fed to replay). Outputs, fixed [K, ...] shapes (rows >= `count` unused): `reports`
+        [K, R], `grad_variances` [K] or [K, n_tracked], `steps_after` [K], `temperatures` [K]
+        (before the step, as the report's), `grads_finite` [K]; `count` the steps run.
+        Static shapes and batches from an images function only.
+        """
+        if not self.static_shapes or self._images is None:
+            raise ValueError('Several steps per call need static shapes and batches held in '
+                             'the session (an images function).')
+        if steps_per_call not in self._loops:
+            with tf.name_scope('loop_%d' % steps_per_call):
+                self._loops[steps_per_call] = self._build_loop(steps_per_call)
+        return self._loops[steps_per_call]
+
+    def _build_loop(self, k):
+        batch = self.hparams.batch_size
+        rows = batch * self.n_samples
+        single = self._trainings[batch]   # its variables exist before the loop is built
+        n = tf.placeholder(tf.int32, [], 'steps_in_call')
+        noise = self._training_noise(rows, k)
+        widths = [tf.reshape(t, [-1]).shape.as_list()[0]
+                  for t in (tf.stack(single.report), single.grad_variance)]
+        outputs = [tf.zeros([k, widths[0]]), tf.zeros([k, widths[1]]),
+                   tf.zeros([k], tf.int64), tf.zeros([k]), tf.zeros([k], tf.bool)]
+
+        def body(i, finite, *outputs):
+            with tf.control_dependencies([i]):
+                step = Step(self, self._images(batch), self.n_samples, rows,
+                            [u[i] for u in noise])
+                t = self._build_training(step)
+                with tf.control_dependencies([t.train_op]):
+                    results = [tf.reshape(tf.stack(t.report), [-1]),
+                               tf.reshape(t.grad_variance, [-1]), t.step_after,
+                               step.temperature, t.grads_finite]
+            this = tf.equal(tf.range(k), i)   # row i of each output takes this step's value
+            outputs = [tf.where(this, tf.broadcast_to(r, o.shape), o)
+                       for o, r in zip(outputs, results)]
+            finite = tf.logical_and(t.grads_finite, tf.reduce_all(tf.is_finite(results[0])))
+            with tf.control_dependencies(outputs):   # the next step starts after these reads
+                return [i + 1, finite] + outputs
+
+        results = tf.while_loop(lambda i, finite, *_: tf.logical_and(i < n, finite), body,
+                                [tf.constant(0), tf.constant(True)] + outputs,
+                                parallel_iterations=1, maximum_iterations=k)
+        count, _, reports, variances, steps_after, temperatures, finite = results
+        if not self.tracked:
+            variances = variances[:, 0]
+        return TrainingLoop(n, noise, count, reports, variances, steps_after, temperatures,
+                            finite)
+
+    def _training_noise(self, rows, k=None):
+        """Each layer's uniform noise for the training step at the current global step s,
+        [rows, n_hidden] (or [k, rows, n_hidden] for steps s..s+k-1), fed to replay a step.
+
+        From TensorFlow's generator; with `noise_seed`, a function of (noise_seed, step, layer)
+        (a stateless generator), so that a step's noise is the same whichever graph (one step
+        a call or several) runs it.
+        """
+        n_layer, shape = self.hparams.n_layer, [rows, self.hparams.n_hidden]
+        steps = [None] if k is None else range(k)
+        if self.noise_seed is None:
+            defaults = [tf.random_uniform([len(steps)] + shape) for _ in range(n_layer)]
+        else:
+            s = self.global_step.read_value()
+            defaults = [tf.stack([tf.random.stateless_uniform(shape, tf.stack(
+                [tf.constant(self.noise_seed, tf.int64), 2 * ((s + (j or 0)) * n_layer + l)]))
+                for j in steps]) for l in range(n_layer)]
+        if k is None:
+            defaults = [d[0] for d in defaults]
+        return [tf.placeholder_with_default(d, d.shape, name='u_%d' % l)
+                for l, d in enumerate(defaults)]
 
     def _batch_input(self, n_images):
         if self._images is not None:
@@ -758,6 +860,48 @@ class Model(object):
             self._eval_report = (self.eval.report
                                  + self._variance_figures(*self._read_averages())[1])
         return self._eval_report
+
+    def eval_groups(self, n_groups):
+        """Evaluation of n_groups groups of EVAL_GROUP images in one call, each group exactly
+        as `eval` evaluates it (its own Step: the report entries that are statistics of the
+        group, such as a leave-one-out signal or tracked gradients, stay per group).
+
+        Inputs: `x` [G, EVAL_GROUP, n_input], `noise[l]` [G, EVAL_GROUP * EVAL_SAMPLES,
+        n_hidden] (random by default, fed to replay). Outputs: `image_bounds` [G, EVAL_GROUP],
+        `reports` [G, R] (the groups' `eval.report`) and `extras`, the moving-average entries
+        of `eval_report`, common to all groups. Static shapes only.
+        """
+        if not self.static_shapes:
+            raise ValueError('Grouped evaluation needs static shapes.')
+        if n_groups not in self._eval_groups:
+            with tf.name_scope('eval_groups_%d' % n_groups):
+                self._eval_groups[n_groups] = self._build_eval_groups(n_groups)
+        return self._eval_groups[n_groups]
+
+    def _build_eval_groups(self, g):
+        rows = EVAL_GROUP * EVAL_SAMPLES
+        x = tf.placeholder(tf.float32, [g, EVAL_GROUP, self.hparams.n_input], 'eval_x')
+        noise = [tf.placeholder_with_default(tf.random_uniform([g, rows, self.hparams.n_hidden]),
+                                             [g, rows, self.hparams.n_hidden], name='u_%d' % l)
+                 for l in range(self.hparams.n_layer)]
+
+        n_report = len(self.eval.report)
+
+        def group(i, bounds, reports):
+            step = Step(self, x[i], EVAL_SAMPLES, rows, [u[i] for u in noise])
+            this = tf.equal(tf.range(g), i)   # row i takes group i's figures
+            return [i + 1, tf.where(this, tf.broadcast_to(step.image_bounds, bounds.shape), bounds),
+                    tf.where(this, tf.broadcast_to(tf.stack(step.report), reports.shape), reports)]
+
+        # Fixed-shape accumulators rather than TensorArrays (whose stacking has a dynamic
+        # size); a few groups at a time, to keep the cores busy with bounded memory.
+        _, bounds, reports = tf.while_loop(
+            lambda i, *_: i < g, group,
+            [tf.constant(0), tf.zeros([g, EVAL_GROUP]), tf.zeros([g, n_report])],
+            parallel_iterations=4, back_prop=False, maximum_iterations=g)
+        extras = self._variance_figures(*self._read_averages())[1]
+        return EvalGroups(x, noise, bounds, reports, tf.stack(extras) if extras else
+                          tf.zeros([0]))
 
     @property
     def report_names(self):
@@ -786,7 +930,7 @@ class Model(object):
         """(name, tensor) pairs: the ELBO, the temperature if learned, then the rest."""
         est = step.estimate
         pairs = list(zip(est.report_names, est.report))
-        learned = [('temperature', self.temperature)] if self.learns_temperature else []
+        learned = [('temperature', step.temperature)] if self.learns_temperature else []
         return pairs[:1] + learned + pairs[1:] + est.etas
 
     # -- training ----------------------------------------------------------------------------
@@ -825,7 +969,6 @@ class Model(object):
         training = Training(step.x, step, train_op, step.report + extras,
                             variances if self.tracked else variances[0], step_after,
                             grads_finite)
-        self._trainings[step.x.shape.as_list()[0]] = training
         return training
 
     def _variance_figures(self, firsts, mean_squares, correction):
@@ -1006,13 +1149,14 @@ class SBNTrackGradVariances(Model):
 
     def report(self, step):
         t_grad = step.temperature_grad
-        return [('elbo', step.estimate.report[0]), ('temperature', self.temperature),
+        return [('elbo', step.estimate.report[0]), ('temperature', step.temperature),
                 ('d_variance_d_log_temperature', t_grad),
                 ('d_variance_d_log_temperature_squared', t_grad * t_grad)]
 
 
-def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None):
+def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,
+                noise_seed=None):
     """The model class named by hparams.model, built in the current default graph."""
     config.validate(hparams)
     return globals()[hparams.model](hparams, mean_xs, static_shapes=static_shapes,
-                                    reuse_hard=reuse_hard, images=images)
+                                    reuse_hard=reuse_hard, images=images, noise_seed=noise_seed)

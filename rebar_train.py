@@ -43,6 +43,7 @@ import records
 import rundir
 
 DEFAULT_MAX_STEPS = 2000000
+ACCELERATOR_STEPS_PER_CALL = 100
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # -- flags, each declared once: (name, kind, default, help) -------------------------------------
@@ -76,6 +77,10 @@ FLAG_SPECS = (
      'this many steps; 0: every --progress_secs instead.'),
     ('progress_secs', 'integer', 60, 'Seconds between progress lines when --log_every is 0; '
      '0: none.'),
+    ('steps_per_call', 'integer', None, 'Training steps per session call, run in a loop in the '
+     'graph (default: 1 on the CPU, where a call costs little and the graph stays small; %d '
+     'on an NPU or GPU, where each call is a round trip to the device). A seeded run prints '
+     'the same lines for every value.' % ACCELERATOR_STEPS_PER_CALL),
     ('threads', 'integer', None, 'CPU/GPU: TensorFlow ops run side by side (default: every '
      'core). A sweep sets it to its runs\' CPUs.'),
     ('tf_log', 'bool', False, "Keep TensorFlow's own log lines and warnings (also "
@@ -146,6 +151,8 @@ def make_options(hparams, **kw):
             raise UsageError('--%s must be >= 0, got %d.' % (name, getattr(options, name)))
     if options.keep_checkpoints < 1:
         raise UsageError('--keep_checkpoints must be >= 1, got %d.' % options.keep_checkpoints)
+    if options.steps_per_call is not None and options.steps_per_call < 1:
+        raise UsageError('--steps_per_call must be >= 1, got %d.' % options.steps_per_call)
     if options.threads is not None and options.threads < 1:
         raise UsageError('--threads must be >= 1, got %d.' % options.threads)
     return options
@@ -425,12 +432,13 @@ class Trainer(object):
         import session   # TensorFlow's side, imported once the run is known to be good
         n, batch_size = len(self.train_xs), hp.batch_size
         seed = o.seed
+        static_shapes = backend.static_shapes if o.static_shapes is None else o.static_shapes
+        self.steps_per_call = self._steps_per_call(backend, static_shapes)
         self.session = session.RunSession(
             hp, backend, self.train_xs,
             batch_sizes={min(batch_size, n - i * batch_size) for i in range(self.n_batches)},
-            static_shapes=(backend.static_shapes if o.static_shapes is None
-                           else o.static_shapes),
-            evaluates=o.eval_freq > 0,
+            static_shapes=static_shapes, evaluates=o.eval_freq > 0,
+            steps_per_call=self.steps_per_call,
             # a resumed run draws fresh noise rather than replaying the first steps' noise
             random_seed=(None if seed is None
                          else (seed * 1000003 + self.start_step) % (2 ** 31 - 1)),
@@ -448,6 +456,16 @@ class Trainer(object):
         self.step = self.start_step
         self.progress = Progress(o, hp.batch_size, self.note)
         self._stop_signal = None
+
+    def _steps_per_call(self, backend, static_shapes):
+        k = self.options.steps_per_call
+        if k is None:
+            return 1 if backend.name == 'cpu' or not static_shapes else ACCELERATOR_STEPS_PER_CALL
+        if k > 1 and not static_shapes:
+            raise UsageError('--steps_per_call=%d needs static shapes (the batches are taken in '
+                             'the session); drop --static_shapes=false or use '
+                             '--steps_per_call=1.' % k)
+        return k
 
     def _provenance(self, tf, backend):
         return collections.OrderedDict([
@@ -568,23 +586,18 @@ class Trainer(object):
                 raise Stopped('stopped by signal %d at step %d after saving a checkpoint; rerun '
                               'the same command to resume.' % (self._stop_signal, self.step),
                               self._stop_signal)
-            indices = self.epoch.next_indices()
-            if self.session.batches:   # static shapes: the batch is taken in the session
-                batch = len(indices)
-            else:
-                batch = self.train_xs[indices]
-                if self.hp.dynamic_b:
-                    batch = (self.rng.rand(*batch.shape) < batch).astype(np.float32)
             started = time.time()
-            report, variance, step, temperature, finite = self.session.step(batch)
-            seconds = time.time() - started
-            report = np.array(report)
-            if not finite or not np.all(np.isfinite(report)):
-                self._non_finite(int(step), report, finite)
-            self.step = int(step)
-            self.epoch.add(report, variance, temperature)
-            self.progress.after_step(self.step, seconds, (self.epoch_index(), self.epoch.batch,
-                                                          self.n_batches))
+            results = self._call_session()
+            seconds = (time.time() - started) / len(results)
+            for report, variance, step, temperature, finite in results:
+                report = np.array(report)
+                if not finite or not np.all(np.isfinite(report)):
+                    self._non_finite(int(step), report, finite)
+                self.step = int(step)
+                self.epoch.add(report, variance, temperature)
+                self.progress.after_step(self.step, seconds, (self.epoch_index(),
+                                                              self.epoch.batch, self.n_batches))
+            # a call never crosses an epoch end or a step-count checkpoint (_steps_in_call)
             if self.epoch.done:
                 self._end_epoch()
                 self._use_epoch(self._new_epoch(), self.step)
@@ -595,6 +608,31 @@ class Trainer(object):
         if o.eval_freq and self.last_eval_step != self.step:
             self._evaluate()
         self.checkpoint()
+
+    def _call_session(self):
+        """The next steps in one session call: [(report, variance, step, temperature,
+        finite)], one entry per step."""
+        n = self._steps_in_call()
+        if n > 1:
+            return self.session.steps(n)
+        indices = self.epoch.next_indices()
+        if self.session.batches:   # static shapes: the batch is taken in the session
+            batch = len(indices)
+        else:
+            batch = self.train_xs[indices]
+            if self.hp.dynamic_b:
+                batch = (self.rng.rand(*batch.shape) < batch).astype(np.float32)
+        return [self.session.step(batch)]
+
+    def _steps_in_call(self):
+        """Up to --steps_per_call full batches, within the epoch (the last, partial batch
+        has its own graph and runs alone), --max_steps and the next --checkpoint_steps."""
+        o = self.options
+        full_batches = min(self.n_batches, len(self.train_xs) // self.hp.batch_size)
+        n = min(self.steps_per_call, full_batches - self.epoch.batch, o.max_steps - self.step)
+        if o.checkpoint_steps:
+            n = min(n, o.checkpoint_steps - self.step % o.checkpoint_steps)
+        return max(n, 1)
 
     def checkpoint(self):
         self.checkpoints.save(self.session, self.step, self.epoch.to_arrays(self.rng))

@@ -9,6 +9,31 @@ import tensorflow.compat.v1 as tf
 
 import rebar
 
+# Groups of rebar.EVAL_GROUP images evaluated per call with static shapes (the last call
+# padded): large enough that the per-call cost is small beside the call's work.
+EVAL_GROUPS = 20
+
+
+def grouped_evaluation(evaluate_groups, xs, n_groups):
+    """The mean over groups of EVAL_GROUP images of [mean bound of the group's images, group
+    report..., extras...], evaluated n_groups groups a call by `evaluate_groups`: [n_groups,
+    EVAL_GROUP, n_input] -> (image bounds [n_groups, EVAL_GROUP], reports [n_groups, R],
+    extras [E]). As `Model.partial_eval` per group: a short last group is padded with copies
+    of its last image, whose bounds are dropped; the last call is padded with copies of its
+    last group, dropped.
+    """
+    size = rebar.EVAL_GROUP
+    groups = [rebar._pad_rows(xs[i:i + size], size) for i in range(0, len(xs), size)]
+    lengths = [min(size, len(xs) - i) for i in range(0, len(xs), size)]
+    rows = []
+    for first in range(0, len(groups), n_groups):
+        call = groups[first:first + n_groups]
+        call += [call[-1]] * (n_groups - len(call))
+        bounds, reports, extras = evaluate_groups(np.stack(call))
+        for j, n in enumerate(lengths[first:first + n_groups]):
+            rows.append(np.concatenate([[np.mean(bounds[j, :n])], reports[j], extras]))
+    return np.mean(rows, axis=0)
+
 
 class RunSession(object):
     """A model for `hparams` in its own graph and session.
@@ -20,21 +45,28 @@ class RunSession(object):
     """
 
     def __init__(self, hparams, backend, train_xs, batch_sizes, static_shapes, evaluates,
-                 random_seed, log_dir):
+                 random_seed, log_dir, steps_per_call=1, eval_groups=EVAL_GROUPS):
         self.graph = tf.Graph()
         with self.graph.as_default():
             if random_seed is not None:
                 tf.set_random_seed(random_seed)
-            self.batches = (DeviceBatches(len(train_xs), hparams.n_input,
-                                                  hparams.batch_size, hparams.dynamic_b)
+            self.batches = (DeviceBatches(len(train_xs), hparams.n_input, hparams.batch_size,
+                                          hparams.dynamic_b, random_seed)
                             if static_shapes else None)
+            # a seeded run's noise is a function of the step: the same for every steps_per_call
             self.model = model = rebar.build_model(
                 hparams, np.mean(train_xs, axis=0), static_shapes=static_shapes,
-                images=self.batches.images if self.batches else None)
+                images=self.batches.images if self.batches else None,
+                noise_seed=random_seed if static_shapes else None)
             trainings = dict((n, model.training(n))
                              for n in (sorted(batch_sizes) if static_shapes else [None]))
             if evaluates:
-                model.eval_report
+                model.eval_report   # one group a call (`Model.partial_eval`)
+            if evaluates and static_shapes:
+                groups = model.eval_groups(eval_groups)
+            # built last, so that the ops above (their random ops' seeds too) are the same
+            # whatever the number of steps per call
+            loop = model.training_loop(steps_per_call) if steps_per_call > 1 else None
             self.saver = tf.train.Saver(tf.global_variables(), max_to_keep=None)
             init_op = tf.global_variables_initializer()
         self.graph.finalize()
@@ -48,6 +80,14 @@ class RunSession(object):
                                          model.temperature, t.grads_finite),
                                         feed_list=[] if self.batches else [t.x]))
             for n, t in trainings.items())
+        self.steps_per_call, self._n_eval_groups = steps_per_call, eval_groups
+        if loop is not None:
+            self._loop = self.sess.make_callable(
+                (loop.count, loop.reports, loop.grad_variances, loop.steps_after,
+                 loop.temperatures, loop.grads_finite), feed_list=[loop.n])
+        if evaluates and static_shapes:
+            self._eval_groups = self.sess.make_callable(
+                (groups.image_bounds, groups.reports, groups.extras), feed_list=[groups.x])
         self.writer = tf.summary.FileWriter(log_dir)
 
     @property
@@ -65,6 +105,13 @@ class RunSession(object):
             return self._steps[xs_or_n]()
         return self._steps[None](xs_or_n)
 
+    def steps(self, n):
+        """n (2 to steps_per_call) training steps of full batches in one call, taken in the
+        session; a list of what `step` returns for each, ending early after a step that is not
+        finite."""
+        count, reports, variances, steps, temperatures, finite = self._loop(n)
+        return list(zip(reports, variances, steps, temperatures, finite))[:count]
+
     def load_epoch(self, order, start_step):
         """The epoch's order, whose first batch is taken at global step `start_step`."""
         if self.batches:
@@ -72,7 +119,10 @@ class RunSession(object):
 
     def evaluate(self, xs):
         """The reference's evaluation: the mean over groups of EVAL_GROUP images of
-        [importance-weighted bound, evaluation report...]."""
+        [importance-weighted bound, evaluation report...]; with static shapes, many groups a
+        call (`grouped_evaluation`)."""
+        if self.batches:
+            return grouped_evaluation(self._eval_groups, xs, self._n_eval_groups)
         group = rebar.EVAL_GROUP
         return np.mean([self.model.partial_eval(self.sess, xs[i:i + group])
                         for i in range(0, len(xs), group)], axis=0)
@@ -117,11 +167,12 @@ class DeviceBatches(object):
 
     The epoch's order and the global step at which its first batch is taken are loaded once
     an epoch; a step's batch is order[(step - start) * batch_size:][:n], binarised on the
-    device when `dynamic_b` (with TensorFlow's generator, like the noise).
+    device when `dynamic_b` (with TensorFlow's generator, like the noise; given a `seed`, as a
+    function of (seed, step), whichever graph takes the batch).
     """
 
-    def __init__(self, n_images, n_input, batch_size, dynamic_b):
-        self.batch_size, self.dynamic_b = batch_size, dynamic_b
+    def __init__(self, n_images, n_input, batch_size, dynamic_b, seed=None):
+        self.batch_size, self.dynamic_b, self.seed = batch_size, dynamic_b, seed
         self.data_in = tf.placeholder(tf.float32, [n_images, n_input], 'training_set')
         self.order_in = tf.placeholder(tf.int32, [n_images], 'epoch_order')
         self.start_in = tf.placeholder(tf.int64, [], 'epoch_start')
@@ -140,8 +191,11 @@ class DeviceBatches(object):
         step = tf.train.get_global_step().read_value()
         first = tf.cast(step - self.start.read_value(), tf.int32) * self.batch_size
         xs = tf.gather(self.data, tf.slice(self.order, [first], [n_images]))
-        if self.dynamic_b:
+        if self.dynamic_b and self.seed is None:
             xs = tf.cast(tf.random_uniform(xs.shape) < xs, tf.float32)
+        elif self.dynamic_b:   # odd second seeds: the model's noise takes the even ones
+            seed = tf.stack([tf.constant(self.seed, tf.int64), 2 * step + 1])
+            xs = tf.cast(tf.random.stateless_uniform(xs.shape, seed) < xs, tf.float32)
         return xs
 
     def initialize(self, sess, train_xs):

@@ -111,6 +111,62 @@ def measure(model_name, extra, steps, repeats, eval_images, flexible):
     }
 
 
+def measure_calls(model_name, extra, steps, repeats, eval_images, steps_per_call):
+    """The accelerator path in this process, through the driver's session (session.RunSession):
+    training steps/s with `steps_per_call` steps a call, and evaluation images/s one group of
+    5 a call and session.EVAL_GROUPS groups a call (same figures, docs/performance.md)."""
+    import tempfile
+    import numpy as np
+    import datasets
+    import device
+    import rebar
+    import session
+
+    hp = config.parse_hparams(','.join(
+        s for s in ['model=' + model_name, DOCUMENTED, MODEL_HPARAMS.get(model_name), extra] if s))
+    train, valid, _ = datasets.load_data('mnist', use_sample=True)
+    backend = device.choose('auto', log=lambda message: None)
+    run = session.RunSession(hp, backend, train, {hp.batch_size}, True, True, 0,
+                             tempfile.mkdtemp(), steps_per_call=steps_per_call)
+    run.initialize()
+    per_epoch = len(train) // hp.batch_size
+    state = {'step': 0, 'epoch_step': per_epoch}
+    rng = np.random.RandomState(0)
+
+    def call(n):   # n steps in one call (one step: the single-step graph), within an epoch
+        if state['epoch_step'] + n > per_epoch:
+            run.load_epoch(rng.permutation(len(train)), state['step'])
+            state['epoch_step'] = 0
+        results = run.steps(n) if n > 1 else [run.step(hp.batch_size)]
+        state['step'] += len(results)
+        state['epoch_step'] += len(results)
+
+    n = min(steps_per_call, per_epoch)
+    for _ in range(max(1, 20 // n)):   # warm-up
+        call(n)
+    rates = []
+    for _ in range(repeats):
+        t = time.time()
+        for _ in range(max(1, steps // n)):
+            call(n)
+        rates.append(max(1, steps // n) * n / (time.time() - t))
+    xs = valid[:eval_images]
+    figures = {}
+    for name, evaluate in (('per_group', lambda: np.mean([
+            run.model.partial_eval(run.sess, xs[i:i + rebar.EVAL_GROUP])
+            for i in range(0, len(xs), rebar.EVAL_GROUP)], axis=0)),
+            ('grouped', lambda: run.evaluate(xs))):
+        evaluate()   # warm-up
+        t = time.time()
+        evaluate()
+        figures[name] = len(xs) / (time.time() - t)
+    return {'model': model_name, 'device': backend.name, 'steps_per_call': steps_per_call,
+            'steps_per_s': float(np.median(rates)), 'steps_per_s_min': min(rates),
+            'steps_per_s_max': max(rates), 'eval_images_per_s_per_group': figures['per_group'],
+            'eval_images_per_s_grouped': figures['grouped'],
+            'eval_groups_per_call': session.EVAL_GROUPS}
+
+
 def run_child(args, model_name, extra):
     command = [sys.executable, os.path.abspath(__file__), '--child', model_name,
                '--hparams', extra, '--steps', str(args.steps), '--repeats', str(args.repeats),
@@ -120,6 +176,29 @@ def run_child(args, model_name, extra):
     out = subprocess.check_output(command, stderr=subprocess.DEVNULL if not args.verbose
                                   else None)
     return json.loads(out.decode('utf-8').strip().splitlines()[-1])
+
+
+def accelerator_path(args):
+    """One child per model and steps per call; a table of steps/s and evaluation images/s."""
+    results = []
+    for model_name in args.models:
+        for k in args.steps_per_call:
+            command = [sys.executable, os.path.abspath(__file__), '--child', model_name,
+                       '--hparams', args.hparams, '--steps', str(args.steps), '--repeats',
+                       str(args.repeats), '--eval_images', str(args.eval_images),
+                       '--steps_per_call', str(k)]
+            out = subprocess.check_output(command, stderr=None if args.verbose
+                                          else subprocess.DEVNULL)
+            results.append(json.loads(out.decode('utf-8').strip().splitlines()[-1]))
+    rows = [{'model': r['model'], 'steps/call': '%d' % r['steps_per_call'],
+             'steps/s': '%.1f (%.1f-%.1f)' % (r['steps_per_s'], r['steps_per_s_min'],
+                                              r['steps_per_s_max']),
+             'eval img/s 1 group/call': '%.0f' % r['eval_images_per_s_per_group'],
+             'eval img/s %d groups/call' % r['eval_groups_per_call']:
+                 '%.0f' % r['eval_images_per_s_grouped']} for r in results]
+    print('Python %s, device %s' % (sys.version.split()[0], results[0]['device']))
+    print_table(rows, list(rows[0]))
+    rundir.atomic_write(args.json, json.dumps(results, indent=1))
 
 
 def print_table(rows, columns):
@@ -140,14 +219,25 @@ def main():
                         help='the flexible-shape build instead of the default static one')
     parser.add_argument('--sweep', action='store_true',
                         help='SBNDynamicRebar steps/s against batch_size, n_hidden and n_layer')
+    parser.add_argument('--steps_per_call', type=int, nargs='+',
+                        help='the accelerator path instead: training steps/s with each of these '
+                        'steps per call, and evaluation images/s one group a call against many '
+                        '(e.g. --steps_per_call 1 10 100 --models SBNDynamicRebar)')
     parser.add_argument('--json', default='benchmark.json')
     parser.add_argument('--verbose', action='store_true')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.child and args.steps_per_call:
+        print(json.dumps(measure_calls(args.child, args.hparams, args.steps, args.repeats,
+                                       args.eval_images, args.steps_per_call[0])))
+        return
     if args.child:
         print(json.dumps(measure(args.child, args.hparams, args.steps, args.repeats,
                                  args.eval_images, args.flexible)))
+        return
+    if args.steps_per_call:
+        accelerator_path(args)
         return
 
     if args.sweep:

@@ -10,6 +10,7 @@ import pytest
 
 import device
 import rebar_train
+import session
 import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 
@@ -30,6 +31,11 @@ def test_npu_session_config_has_the_npu_optimizer_and_its_options():
     params = npu_options(config)
     assert params['use_off_line'].b is True
     assert params['precision_mode'].s == b'force_fp32'
+    # several steps a call are our graph's own while loop: the adapter's loop sinking stays at
+    # one iteration and needs no GetNext sunk to the device; nothing compiles on the host
+    assert params['iterations_per_loop'].i == 1
+    assert params['mix_compile_mode'].b is False
+    assert 'enable_data_pre_proc' not in params
     rewrite = config.graph_options.rewrite_options
     assert rewrite.remapping == OFF
     assert rewrite.memory_optimization == OFF
@@ -117,16 +123,18 @@ def _folds_to_a_constant(tensor, memo):
                                                   'ReadVariable')):
             memo[op.name] = False
         else:
+            memo[op.name] = False   # until shown otherwise: a loop's cycle does not fold
             memo[op.name] = all(_folds_to_a_constant(t, memo) for t in op.inputs)
     return memo[op.name]
 
 
 def test_static_shape_training_has_no_unknown_dimension_and_a_graph_per_batch_size(tmp_path):
-    """The NPU build, run on the CPU: every tensor of the training steps (the full batch's and
-    the epoch's last, partial batch's) and of evaluation has a known shape (TF 1.15's gradient
-    code leaves some int32 shape arithmetic unknown; it must fold to constants); the partial
-    batch's graph and evaluation's are built, and the graph finalized, before the first step;
-    evaluation pads its groups."""
+    """The NPU build, run on the CPU with 3 steps a call: every tensor of the training steps
+    (the full batch's, the epoch's last, partial batch's, and the loop of 3 steps) and of the
+    grouped evaluation has a known shape (TF 1.15's gradient code leaves some int32 shape
+    arithmetic unknown; it must fold to constants); the partial batch's graph, the loop and
+    evaluation's are built, and the graph finalized, before the first step; evaluation pads
+    its groups."""
     hp = rebar_train.config.parse_hparams('model=SBNDynamicRebar,n_layer=2,n_hidden=16,'
                                           'batch_size=24,learning_rate=0.0003')
     rng = np.random.RandomState(0)
@@ -134,7 +142,7 @@ def test_static_shape_training_has_no_unknown_dimension_and_a_graph_per_batch_si
     out = io.StringIO()
     options = rebar_train.make_options(hp, working_dir=str(tmp_path / 'run'), device='cpu',
                                        fast_start=True, max_steps=12, eval_freq=2,
-                                       checkpoint_secs=0, progress_secs=0)
+                                       checkpoint_secs=0, progress_secs=0, steps_per_call=3)
     trainer = rebar_train.Trainer(options, data=data, out=out, err=io.StringIO())
     try:
         model = trainer.session.model
@@ -148,8 +156,11 @@ def test_static_shape_training_has_no_unknown_dimension_and_a_graph_per_batch_si
         assert partial.x.shape.as_list() == [4, 784]
         ops = _training_step_ops(tf.nest.flatten(
             [[t.train_op, t.report, t.grad_variance, t.grads_finite]
-             for t in (model.training(24), partial)] + [model.eval.log_f, model.eval_report]))
+             for t in (model.training(24), partial)]
+            + list(model.training_loop(3)[2:])
+            + list(model.eval_groups(session.EVAL_GROUPS)[2:])))
         assert len(ops) > 2000
+        assert {'Enter', 'NextIteration'} <= {op.type for op in ops}
         memo, unknown = {}, []
         for op in ops:
             for t in op.outputs:
