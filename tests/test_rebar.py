@@ -3,6 +3,8 @@ variants), the conditional noise, the self-tuning temperature and RELAX's learne
 model with every task, variance ordering, the static-shape build, and agreement with numpy."""
 from __future__ import absolute_import, division, print_function
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,20 @@ def _session():
     sess = tf.Session(config=session_config())
     sess.run(tf.global_variables_initializer())
     return sess
+
+
+@contextlib.contextmanager
+def _perturbed_session(model, data, seed):
+    """A session at the tiny networks' weights moved off their start, and a feed of `data`
+    and 32 rows of noise."""
+    import estimator_checks as C
+    rng = np.random.RandomState(seed)
+    feed = C.noise_feed(model, 32, rng)
+    feed[model.x] = data
+    with _session() as sess:
+        C.load_weights(sess)
+        C.perturb(sess, model, rng)
+        yield sess, feed
 
 
 # -- unbiasedness ----------------------------------------------------------------------------
@@ -210,12 +226,7 @@ def test_temperature_gradient_matches_a_central_difference(graph, quadratic):
     model = C.build('model=SBNDynamicRebar,n_layer=2,quadratic=%s,batch_size=8,n_samples=4,%s'
                     % (quadratic, C.TINY), data.mean(0), static_shapes=True)
     step = model.train
-    rng = np.random.RandomState(6)
-    feed = C.noise_feed(model, 32, rng)
-    feed[model.x] = data
-    with _session() as sess:
-        C.load_weights(sess)
-        C.perturb(sess, model, rng)
+    with _perturbed_session(model, data, seed=6) as (sess, feed):
         w = sess.run(model.log_temperature)
         grad = sess.run(step.temperature_grad, feed)
 
@@ -251,12 +262,7 @@ def test_relax_variance_objective_gradients_match_central_differences(graph, mon
     var = model.log_temperature if variable == 'log_temperature' else [
         v for v in tf.global_variables() if v.op.name == variable][0]
     grad = tf.gradients(objective, var)[0]
-    rng = np.random.RandomState(13)
-    feed = C.noise_feed(model, 32, rng)
-    feed[model.x] = data
-    with _session() as sess:
-        C.load_weights(sess)
-        C.perturb(sess, model, rng)
+    with _perturbed_session(model, data, seed=13) as (sess, feed):
         w = sess.run(var)
         g = sess.run(grad, feed)
 

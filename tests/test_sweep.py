@@ -376,10 +376,15 @@ FAKE_TRAINER = textwrap.dedent('''\
 ''')
 
 
-def test_each_run_gets_its_own_npu_and_the_flags(tmp_path):
+def fake_python(tmp_path, together):
     fake = tmp_path / 'fake_python'
-    fake.write_text(FAKE_TRAINER.format(python=sys.executable, together=2))
+    fake.write_text(FAKE_TRAINER.format(python=sys.executable, together=together))
     fake.chmod(0o755)
+    return fake
+
+
+def test_each_run_gets_its_own_npu_and_the_flags(tmp_path):
+    fake = fake_python(tmp_path, together=2)
     sweep_dir = str(tmp_path / 's')
     result = run_sweep('--grid', 'model=SBN', '--seeds', '1,2', '--max_steps', '5',
                        '--sweep_dir', sweep_dir, '--python', str(fake), '--num_cpus', '2',
@@ -411,9 +416,7 @@ HOLD_LOCK = textwrap.dedent('''\
 
 
 def test_a_run_another_trainer_holds_is_waited_for_not_started_twice(tmp_path):
-    fake = tmp_path / 'fake_python'
-    fake.write_text(FAKE_TRAINER.format(python=sys.executable, together=1))
-    fake.chmod(0o755)
+    fake = fake_python(tmp_path, together=1)
     sweep_dir = str(tmp_path / 's')
     held = os.path.join(sweep_dir, 'model_SBN.seed_1')
     os.makedirs(held)

@@ -432,12 +432,18 @@ KILL_IN_SAVE = textwrap.dedent('''
 ''')
 
 
-def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small_data,
-                                                                           tmp_path):
+@pytest.mark.parametrize('steps_per_call', [1, 7])
+def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small_data, tmp_path,
+                                                                           steps_per_call):
+    """With 7 steps a call, calls stop at the epoch's end (10 steps) and at the checkpoints
+    (every 25 steps), so the same checkpoints and lines come out."""
     run_dir = str(tmp_path / 'run')
     common = ['--hparams=model=SBNDynamicRebar,n_layer=1,n_hidden=16', '--data_dir=' + small_data,
               '--working_dir=' + run_dir, '--eval_freq=2', '--checkpoint_steps=25',
-              '--checkpoint_secs=0', '--fast_start', '--seed=3', '--log_every=7']
+              '--checkpoint_secs=0', '--fast_start', '--seed=3', '--log_every=7',
+              '--steps_per_call=%d' % steps_per_call]
+    if steps_per_call > 1:
+        common.append('--static_shapes=true')   # the batches are taken in the session
 
     # 1. killed while writing its second checkpoint (step 50): the first (25) stays the one
     script = tmp_path / 'kill_in_save.py'
