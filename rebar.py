@@ -657,9 +657,10 @@ class Step(object):
 
 # A training step's graph: its input placeholder `x`, its `Step`, `train_op`, and what the
 # driver fetches: the `report` vector, the gradient variance, the global step after the update
-# and whether every gradient was finite.
+# and whether every gradient was finite; `read_averages()` reads the gradient moments' moving
+# averages (shared by every training graph) for the variance figures.
 Training = collections.namedtuple('Training', 'x step train_op report grad_variance step_after '
-                                  'grads_finite')
+                                  'grads_finite read_averages')
 
 
 # K training steps in one call (`Model.training_loop`): its inputs (`n` steps to run, noise)
@@ -740,6 +741,8 @@ class Model(object):
         self.train_op, self.grads_finite = main.train_op, main.grads_finite
         self.train_report, self.grad_variance = main.report, main.grad_variance
         self.step_after = main.step_after
+        # evaluation reads the averages outside any training graph (not in a loop's body)
+        self._read_averages = main.read_averages
 
     def training(self, n_images):
         """The training step for a batch of n_images. Static shapes: each batch size has its own
@@ -965,11 +968,9 @@ class Model(object):
         with tf.control_dependencies([train_op]):
             variances, extras = self._variance_figures(*read_averages())
             step_after = self.global_step.read_value()
-        self._read_averages = read_averages
-        training = Training(step.x, step, train_op, step.report + extras,
-                            variances if self.tracked else variances[0], step_after,
-                            grads_finite)
-        return training
+        return Training(step.x, step, train_op, step.report + extras,
+                        variances if self.tracked else variances[0], step_after, grads_finite,
+                        read_averages)
 
     def _variance_figures(self, firsts, mean_squares, correction):
         """Per tracked estimator mean(E[g^2]) - mean(mu^2), mu the mean of all tracked E[g];
