@@ -77,7 +77,7 @@ class RunSession(object):
         # session callables skip sess.run's per-call parsing of fetches and feeds
         self._steps = dict(
             (n, self.sess.make_callable((t.report, t.grad_variance, t.step_after,
-                                         model.temperature, t.grads_finite),
+                                         t.step.temperature, t.grads_finite),
                                         feed_list=[] if self.batches else [t.x]))
             for n, t in trainings.items())
         self.steps_per_call, self._n_eval_groups = steps_per_call, eval_groups
@@ -100,7 +100,7 @@ class RunSession(object):
     def step(self, xs_or_n):
         """One training step: on a batch of n images taken in the session (static shapes), or
         on the fed batch xs. Returns (report, gradient variance, global step after it,
-        temperature, whether every gradient was finite)."""
+        temperature the step used, whether every gradient was finite)."""
         if self.batches:
             return self._steps[xs_or_n]()
         return self._steps[None](xs_or_n)
