@@ -250,7 +250,8 @@ def run_task(command, run_path, cwd, session, npus, layout):
         process = subprocess_.Popen(command, stdout=out, stderr=err, env=env,
                                     cwd=cwd if os_.path.isdir(cwd) else None,
                                     preexec_fn=die_with_parent)
-        sys_.path.insert(0, layout['code'])   # the project, at the same path on every host
+        if layout['code'] not in sys_.path:   # the project, at the same path on every host
+            sys_.path.insert(0, layout['code'])
         import rundir as rundir_
         rundir_.atomic_write(os_.path.join(run_path, layout['attempt']), json_.dumps(
             {'pid': process.pid, 'host': socket_.gethostname(), 'session': session,
