@@ -953,7 +953,10 @@ class Model(object):
             firsts = [averages[sum(sizes[:k]):sum(sizes[:k + 1])] for k in range(len(sizes))]
             return firsts, averages[-len(sizes):], correction
 
-        computed = [g for g, _ in model_grads + step.control_grads] + step.report
+        # Every update waits for everything the step computes from the variables (the tracked
+        # gradients included): no read of a variable in the step can follow its update.
+        computed = ([g for g, _ in model_grads + step.control_grads] + sum(tracked, [])
+                    + step.report)
         with tf.control_dependencies(computed):
             updates = [self._model_opt.apply_gradients(model_grads, global_step=self.global_step),
                        ema_update]

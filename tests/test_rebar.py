@@ -8,6 +8,7 @@ import contextlib
 import numpy as np
 import pytest
 
+import config
 from conftest import session_config
 
 
@@ -467,7 +468,6 @@ def test_sp_variance_objective_counts_the_prior_without_gradient_as_zeros(graph,
 
 def test_config_models_are_exactly_the_model_classes():
     import inspect
-    import config
     import rebar
     classes = {name for name, value in vars(rebar).items()
                if inspect.isclass(value) and issubclass(value, rebar.Model)
@@ -478,7 +478,6 @@ def test_config_models_are_exactly_the_model_classes():
 
 
 def test_one_sample_per_image_is_refused_for_reinforce_loo():
-    import config
     with pytest.raises(ValueError) as err:
         config.parse_hparams('model=SBNReinforceLOO')
     assert 'n_samples=2' in str(err.value)
@@ -496,7 +495,6 @@ TRACKER_SHAPES = ['n_layer=1,nonlinear=true', 'n_layer=2']
 def _every_model_and_task():
     """(model, task, shape): tasks sbn and sp for every model; omni (the sbn graph on other
     data) once."""
-    import config
     cases = [('SBN', 'omni', 'n_layer=2')]
     for m, name in enumerate(config.MODELS):
         for t, task in enumerate(['sbn', 'sp']):
@@ -517,7 +515,6 @@ def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
     take two steps with finite reports (sbn steps, and the short last batch of an epoch, are
     replayed for every model by the fast-build test below)."""
     import tensorflow.compat.v1 as tf
-    import config
     import rebar
     rng = np.random.RandomState(12)
     data = (rng.rand(6, 8) < 0.5).astype(np.float32)
@@ -557,3 +554,56 @@ def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
 def _config():
     from conftest import session_config
     return session_config()
+
+
+def _reach(start, step):
+    """Every op reachable from the ops `start` through `step(op)` (start excluded)."""
+    seen, stack = set(), list(start)
+    while stack:
+        for nxt in step(stack.pop()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def _inputs(op):
+    return [t.op for t in op.inputs] + list(op.control_inputs)
+
+
+def _consumers(op):
+    return [c for t in op.outputs for c in t.consumers()] + list(op._control_outputs)
+
+
+@pytest.mark.parametrize('name', config.MODELS)
+def test_every_read_of_a_variable_in_a_step_is_ordered_against_its_updates(name):
+    """In one training step no variable is read unordered against a write of it (the
+    gradients of a tracked estimator, say, read before or after the Adam update depending on
+    scheduling): for every read and write of one variable among the step's ops, one runs
+    before the other by the graph's data and control edges."""
+    import tensorflow.compat.v1 as tf
+    import rebar
+    extra = ',n_samples=2' if name in config.MULTI_SAMPLE_MODELS else ''
+    hp = config.parse_hparams('model=%s,n_layer=2,n_input=8,n_hidden=3,batch_size=4%s'
+                              % (name, extra))
+    with tf.Graph().as_default():
+        model = rebar.build_model(hp, np.full(8, 0.5, np.float32), static_shapes=True)
+        train_op = model.training(4).train_op
+        in_step = _reach([train_op], _inputs) | {train_op}
+        accesses = {}
+        for op in in_step:
+            handles = [t.op for t in op.inputs if t.dtype == tf.resource]
+            if handles and op.type != 'VarIsInitializedOp':
+                kind = 'read' if op.type in ('ReadVariableOp', 'ResourceGather') else 'write'
+                accesses.setdefault(handles[0].name, []).append((kind, op))
+        checked = 0
+        for variable, ops in accesses.items():
+            for kind, write in ops:
+                if kind != 'write':
+                    continue
+                ordered = _reach([write], _inputs) | _reach([write], _consumers)
+                for other_kind, other in ops:
+                    if other is not write:
+                        assert other in ordered, (variable, other.name, write.name)
+                        checked += 1
+        assert checked > 0
