@@ -1019,10 +1019,12 @@ class Model(object):
         if n_samples != EVAL_SAMPLES:
             raise ValueError('The static-shape build evaluates with %d samples, not %d.'
                              % (EVAL_SAMPLES, n_samples))
-        return {self.eval.x: _pad_rows(xs, EVAL_GROUP)}
+        return {self.eval.x: pad_rows(xs, EVAL_GROUP)}
 
 
-def _pad_rows(xs, n):
+def pad_rows(xs, n):
+    """xs with copies of its last row appended up to n rows (the static evaluation graph's
+    fixed group size; the copies' results are dropped by the caller)."""
     if len(xs) > n:
         raise ValueError('At most %d images per evaluation call, got %d.' % (n, len(xs)))
     return np.concatenate([xs, np.repeat(xs[-1:], n - len(xs), 0)], 0)

@@ -23,7 +23,7 @@ def grouped_evaluation(evaluate_groups, xs, n_groups):
     last group, dropped.
     """
     size = rebar.EVAL_GROUP
-    groups = [rebar._pad_rows(xs[i:i + size], size) for i in range(0, len(xs), size)]
+    groups = [rebar.pad_rows(xs[i:i + size], size) for i in range(0, len(xs), size)]
     lengths = [min(size, len(xs) - i) for i in range(0, len(xs), size)]
     rows = []
     for first in range(0, len(groups), n_groups):
