@@ -943,8 +943,9 @@ class Model(object):
         # Per tracked gradient g (a list of tensors): moving averages of g and of the scalar
         # mean(g^2) (linear in g^2, so its average is mean(E[g^2]) without a second copy of g).
         tracked = step.estimate.tracked or [[g for g, _ in model_grads]]
+        tracked_grads = sum(tracked, [])
         mean_squares = [U.mean_square(g) for g in tracked]
-        ema_update, read_moments = U.debiased_ema(sum(tracked, []) + mean_squares, 0.999,
+        ema_update, read_moments = U.debiased_ema(tracked_grads + mean_squares, 0.999,
                                                   'gradient_moments')
         sizes = [len(g) for g in tracked]
 
@@ -955,7 +956,7 @@ class Model(object):
 
         # Every update waits for everything the step computes from the variables (the tracked
         # gradients included): no read of a variable in the step can follow its update.
-        computed = ([g for g, _ in model_grads + step.control_grads] + sum(tracked, [])
+        computed = ([g for g, _ in model_grads + step.control_grads] + tracked_grads
                     + step.report)
         with tf.control_dependencies(computed):
             updates = [self._model_opt.apply_gradients(model_grads, global_step=self.global_step),

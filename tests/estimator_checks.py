@@ -99,16 +99,29 @@ def training_fetches(model):
     return [model.train_op, model.step_after] + variances + model.train_report
 
 
+def op_inputs(op):
+    """The ops `op` waits for: its data and control inputs."""
+    return [t.op for t in op.inputs] + list(op.control_inputs)
+
+
+def op_consumers(op):
+    """The ops that wait for `op`: consumers of its outputs and its control dependents."""
+    return [c for t in op.outputs for c in t.consumers()] + list(op._control_outputs)
+
+
+def reachable(start, neighbours=op_inputs):
+    """The ops of `start` (ops or tensors) and every op reached from them through
+    `neighbours` (by default: everything they depend on)."""
+    stack = [f if isinstance(f, tf.Operation) else f.op for f in start]
+    seen = set(stack)
+    while stack:
+        for op in neighbours(stack.pop()):
+            if op not in seen:
+                seen.add(op)
+                stack.append(op)
+    return seen
+
+
 def unknown_dimensions(fetches):
     """Tensors with an unknown dimension among everything `fetches` depend on."""
-    graph = tf.get_default_graph()
-    seen, stack, unknown = set(), [graph.as_graph_element(f) for f in fetches], []
-    while stack:
-        item = stack.pop()
-        op = item if isinstance(item, tf.Operation) else item.op
-        if op in seen:
-            continue
-        seen.add(op)
-        unknown += [t for t in op.outputs if not t.shape.is_fully_defined()]
-        stack += list(op.inputs) + list(op.control_inputs)
-    return unknown
+    return [t for op in reachable(fetches) for t in op.outputs if not t.shape.is_fully_defined()]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import device
+import estimator_checks as C
 import rebar_train
 import session
 import tensorflow.compat.v1 as tf
@@ -96,18 +97,6 @@ def test_device_npu_fails_clearly_without_npu_bridge(tmp_path):
     assert not run_dir.exists()
 
 
-def _training_step_ops(fetches):
-    """Every op the fetches depend on (data and control inputs)."""
-    seen, stack = {}, [f.op if isinstance(f, tf.Tensor) else f for f in fetches]
-    while stack:
-        op = stack.pop()
-        if op.name not in seen:
-            seen[op.name] = op
-            stack.extend(t.op for t in op.inputs)
-            stack.extend(op.control_inputs)
-    return list(seen.values())
-
-
 def _folds_to_a_constant(tensor, memo):
     """True if `tensor` depends only on constants and on shapes of fully known tensors, so
     that constant folding (Grappler's or the Ascend graph engine's) turns it into a constant."""
@@ -154,7 +143,7 @@ def test_static_shape_training_has_no_unknown_dimension_and_a_graph_per_batch_si
         assert trainer.train() == 12
         partial = model.training(4)
         assert partial.x.shape.as_list() == [4, 784]
-        ops = _training_step_ops(tf.nest.flatten(
+        ops = C.reachable(tf.nest.flatten(
             [[t.train_op, t.report, t.grad_variance, t.grads_finite]
              for t in (model.training(24), partial)]
             + list(model.training_loop(3)[2:])

@@ -543,36 +543,12 @@ def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
             if task != 'sp' or hp.n_layer > 2:
                 continue
             training = model.training(4)
-            with tf.Session(config=_config()) as sess:
+            with tf.Session(config=session_config()) as sess:
                 sess.run(tf.global_variables_initializer())
                 for _ in range(2):
                     report, variance = sess.run((training.report, training.grad_variance),
                                                 {training.x: data[:4]})
                     assert np.all(np.isfinite(report)) and np.all(np.isfinite(variance)), case
-
-
-def _config():
-    from conftest import session_config
-    return session_config()
-
-
-def _reach(start, step):
-    """Every op reachable from the ops `start` through `step(op)` (start excluded)."""
-    seen, stack = set(), list(start)
-    while stack:
-        for nxt in step(stack.pop()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
-
-
-def _inputs(op):
-    return [t.op for t in op.inputs] + list(op.control_inputs)
-
-
-def _consumers(op):
-    return [c for t in op.outputs for c in t.consumers()] + list(op._control_outputs)
 
 
 @pytest.mark.parametrize('name', config.MODELS)
@@ -582,27 +558,23 @@ def test_every_read_of_a_variable_in_a_step_is_ordered_against_its_updates(name)
     scheduling): for every read and write of one variable among the step's ops, one runs
     before the other by the graph's data and control edges."""
     import tensorflow.compat.v1 as tf
+    import estimator_checks as C
     import rebar
     extra = ',n_samples=2' if name in config.MULTI_SAMPLE_MODELS else ''
     hp = config.parse_hparams('model=%s,n_layer=2,n_input=8,n_hidden=3,batch_size=4%s'
                               % (name, extra))
     with tf.Graph().as_default():
         model = rebar.build_model(hp, np.full(8, 0.5, np.float32), static_shapes=True)
-        train_op = model.training(4).train_op
-        in_step = _reach([train_op], _inputs) | {train_op}
-        accesses = {}
-        for op in in_step:
-            handles = [t.op for t in op.inputs if t.dtype == tf.resource]
+        accesses = {}   # variable handle -> ops reading or writing it in the step
+        for op in C.reachable([model.training(4).train_op]):
+            handles = [t.op.name for t in op.inputs if t.dtype == tf.resource]
             if handles and op.type != 'VarIsInitializedOp':
-                kind = 'read' if op.type in ('ReadVariableOp', 'ResourceGather') else 'write'
-                accesses.setdefault(handles[0].name, []).append((kind, op))
+                accesses.setdefault(handles[0], []).append(op)
         checked = 0
         for variable, ops in accesses.items():
-            for kind, write in ops:
-                if kind != 'write':
-                    continue
-                ordered = _reach([write], _inputs) | _reach([write], _consumers)
-                for other_kind, other in ops:
+            for write in [op for op in ops if op.type not in ('ReadVariableOp', 'ResourceGather')]:
+                ordered = C.reachable([write]) | C.reachable([write], C.op_consumers)
+                for other in ops:
                     if other is not write:
                         assert other in ordered, (variable, other.name, write.name)
                         checked += 1
