@@ -13,7 +13,7 @@ def test_defaults_are_the_references():
                     learning_rate=0.001, temperature=0.5, n_samples=1, batch_size=24, trial=1,
                     muprop_relaxation=True, dynamic_b=False, quadratic=True, beta2=0.99999,
                     task='sbn', sp_all_layers=False, reference_quadratic_cv=False,
-                    dataset='mnist')
+                    dataset='mnist', objective='elbo')
     assert dict(hp.values()) == expected
 
 
@@ -47,6 +47,11 @@ def test_parsing_types_values_by_their_default():
     ('task=omni,dataset=mnist', ['task=omni', 'dataset=mnist', 'task=sbn']),
     ('dataset=mnist,task=omni', ['task=omni', 'dataset=mnist']),
     ('model', ['name=value']),
+    ('objective=iwea', ['objective=iwea', 'elbo, iwae']),
+    ('model=SBNDisARM,objective=iwae', ['model=SBNDisARM', 'model=SBNVIMCO',
+                                        'model=SBNLocalDisARM', 'objective=elbo']),
+    ('model=SBNARMS', ['model=SBNARMS', 'n_samples=2']),
+    ('model=SBNVIMCO,objective=iwae', ['model=SBNVIMCO', 'n_samples=2']),
 ])
 def test_bad_hparams_are_refused_with_a_message_naming_the_problem(spec, words):
     with pytest.raises(ValueError) as err:
@@ -84,7 +89,8 @@ def test_dataset_is_separate_from_the_objective(spec, task, dataset):
     hp = config.parse_hparams(spec)
     assert config.dataset_of(hp) == dataset
     assert (hp.task if hp.task != 'omni' else 'sbn') == task
-    assert list(hp.values())[-1] == 'dataset'  # after the reference's names
+    names = list(hp.values())
+    assert names.index('dataset') > names.index('task')  # after the reference's names
 
 
 def test_dataset_names_live_in_config_and_task_omni_round_trips():
