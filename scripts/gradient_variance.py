@@ -9,7 +9,7 @@ SBNDisARM (Adam, the given learning rate) from them. At each point each estimato
 loss gradient on the same --batches batches of --batch_size training images, with its own noise
 (from one numpy seed); the figure is the mean over parameters of the per-parameter variance of
 that gradient over the batches (data and noise together, as the training-time figures track
-it). Specs are LABEL=HPARAMS over --hparams; a table goes to stdout.
+it). Specs are LABEL:HPARAMS over --hparams; a table goes to stdout.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -27,15 +27,15 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 # K = 4 evaluations of f per image for the ELBO estimators (DisARM: two pairs); 2n for the
 # bound's (VIMCO with 2n samples, local DisARM with n pairs), one linear layer
 DEFAULT_SPECS = [
-    'REINFORCE-LOO K=4=model=SBNReinforceLOO,n_samples=4',
-    'DisARM 2 pairs=model=SBNDisARM,n_samples=2',
-    'ARMS K=4=model=SBNARMS,n_samples=4',
-    'VIMCO K=2=model=SBNVIMCO,objective=iwae,n_samples=2',
-    'local DisARM n=1=model=SBNLocalDisARM,objective=iwae,n_samples=1',
-    'VIMCO K=4=model=SBNVIMCO,objective=iwae,n_samples=4',
-    'local DisARM n=2=model=SBNLocalDisARM,objective=iwae,n_samples=2',
-    'VIMCO K=10=model=SBNVIMCO,objective=iwae,n_samples=10',
-    'local DisARM n=5=model=SBNLocalDisARM,objective=iwae,n_samples=5',
+    'REINFORCE-LOO K=4:model=SBNReinforceLOO,n_samples=4',
+    'DisARM 2 pairs:model=SBNDisARM,n_samples=2',
+    'ARMS K=4:model=SBNARMS,n_samples=4',
+    'VIMCO K=2:model=SBNVIMCO,objective=iwae,n_samples=2',
+    'local DisARM n=1:model=SBNLocalDisARM,objective=iwae,n_samples=1',
+    'VIMCO K=4:model=SBNVIMCO,objective=iwae,n_samples=4',
+    'local DisARM n=2:model=SBNLocalDisARM,objective=iwae,n_samples=2',
+    'VIMCO K=10:model=SBNVIMCO,objective=iwae,n_samples=10',
+    'local DisARM n=5:model=SBNLocalDisARM,objective=iwae,n_samples=5',
 ]
 
 
@@ -91,7 +91,7 @@ def variance(spec, base, batch, batches, weights, mean_xs, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--specs', nargs='+', default=DEFAULT_SPECS, help='LABEL=HPARAMS')
+    parser.add_argument('--specs', nargs='+', default=DEFAULT_SPECS, help='LABEL:HPARAMS')
     parser.add_argument('--hparams', default='n_layer=1,n_hidden=200,learning_rate=0.001',
                         help='common hparams under each spec')
     parser.add_argument('--batch_size', type=int, default=24)
@@ -113,7 +113,7 @@ def main(argv=None):
     print('| estimator | ' + ' | '.join(name for name, _ in points) + ' |')
     print('| --- |' + ' --- |' * len(points))
     for item in args.specs:
-        label, spec = item.split('=', 1)
+        label, spec = item.split(':', 1)
         figures = [variance(spec, args.hparams, args.batch_size, batches, weights,
                             train.mean(0), args.seed) for _, weights in points]
         print('| %s | %s |' % (label, ' | '.join('%.4g' % f for f in figures)))
