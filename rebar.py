@@ -1,5 +1,6 @@
 """Sigmoid belief networks trained with REINFORCE, NVIL, MuProp, Concrete, REBAR and the estimators
-after it (RELAX, ARM, DisARM, REINFORCE leave-one-out), in graph mode.
+after it (RELAX, ARM, DisARM, REINFORCE leave-one-out, ARMS; VIMCO and local DisARM, which also
+train the K-sample bound, hparam `objective`), in graph mode.
 
 Reading order, as in the paper:
 
@@ -11,12 +12,15 @@ Reading order, as in the paper:
 3. Estimators, one short function each with one signature, `(step, variables, hparams)` ->
    `Estimate`: `reinforce`, `nvil`, `simple_muprop`, `muprop`, `concrete`, `rebar` and
    `dynamic_rebar` (both `rebar_gradient`, whose control variate and its gradient are built in
-   `rebar_control_variate`), `arm`, `disarm`, `relax` and `reinforce_loo`; the registry
-   `ESTIMATORS` names each with its number of forward passes per sample.
+   `rebar_control_variate`), `arm`, `disarm`, `relax`, `reinforce_loo`, `arms` (with
+   `ForwardPasses.copula`), `vimco` and `local_disarm` (with `KSampleBound`, the objective of
+   an image's K samples); the registry `ESTIMATORS` names each with its number of forward
+   passes per sample.
 4. `Model` and the thin classes users name in --hparams (`SBNDynamicRebar`, ...): inputs and
    noise, the two Adam optimisers, the gradient-variance EMA and the importance-weighted bound.
 
-Signs: every `grads` list holds the gradient of the loss, i.e. of minus the ELBO.
+Signs: every `grads` list holds the gradient of the loss, i.e. of minus the ELBO (minus the
+K-sample bound under objective=iwae).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -795,8 +799,8 @@ def _relaxed_pairs(hparams):
 
 
 # name -> (build(step, variables, hparams) -> Estimate, passes(hparams) -> forward passes per
-# sample through the generative network; a pass relaxed from layer l on reuses the hard pass's
-# terms below l but counts as one).
+# sample through the generative network that a training step runs; a pass relaxed from layer l
+# on reuses the hard pass's terms below l but counts as one).
 Estimator = collections.namedtuple('Estimator', 'build passes')
 ESTIMATORS = collections.OrderedDict([
     ('REINFORCE', Estimator(reinforce, lambda hp: 1)),
