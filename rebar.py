@@ -712,12 +712,12 @@ class KSampleBound(object):
     L = log mean_k exp f_k, the K-sample importance-weighted bound; 'elbo': L = mean_k f_k,
     the reference's objective (K single-sample ELBOs averaged).
 
-    value      L [B]
-    weights    dL/df_k [K, B]: softmax_k f_k (iwae) or 1/K (elbo)
+    value              L [B]; its gradient in f_k is w_k = softmax_k f_k (iwae) or 1/K
     replaced(g)        [K, B]: entry (k, i), image i's L with f_k replaced by g_k (g [K * B])
     leave_one_out      replaced(mean_{j != k} f_j): VIMCO's L_{-k} (under iwae, sample k's
                        weight replaced by the geometric mean of the others')
-    name       the report's name for L: 'k_sample_bound' (iwae) or 'elbo'
+    per_image(t)       [K * B] -> [B], summed over each image's samples
+    name               the report's name for L: 'k_sample_bound' (iwae) or 'elbo'
     """
 
     def __init__(self, f, n_samples, objective):
