@@ -20,7 +20,7 @@ calls it on binary rows, some on other rows too, and `n_samples=K` draws K rows 
 
 | estimator | f is evaluated at | f must be | K | cost in evaluations of f per draw |
 | --- | --- | --- | --- | --- |
-| REINFORCE | b | any TF function (no gradient used) | N K >= 2 (centred on the other rows' f) | 1 |
+| REINFORCE | b | any TF function (no gradient used) | 1+ (f centred on the other N K - 1 rows' f; none with one row) | 1 |
 | NVIL | b | any | 1+ | 1 |
 | SimpleMuProp | b, sigmoid(logits) | defined on [0, 1]^D | 1+ | 2 |
 | MuProp | b, sigmoid(logits) | differentiable in b at the mean | 1+ | 2 |
@@ -31,7 +31,7 @@ calls it on binary rows, some on other rows too, and `n_samples=K` draws K rows 
 | ReinforceLOO | b | any | 2+ | 1 |
 
 An estimator added to the registry later is accepted as it is; its minimum K comes from
-`config.MULTI_SAMPLE_MODELS` (through its model class), and `REQUIREMENTS` below holds the rest.
+`config.MULTI_SAMPLE_MODELS` (through its model class).
 Learned parts, trained by `update` (Adam) exactly as `rebar.Model` trains them: NVIL's,
 SimpleMuProp's, MuProp's and REBAR's baseline c (a network of a constant input here, so a
 learned constant) and etas on their squared signal or on the variance objective mean(g^2);
@@ -46,12 +46,6 @@ import tensorflow.compat.v1 as tf
 
 import config
 import rebar
-
-# name -> (minimum number of rows N*K, why); estimators absent here need one row.
-MIN_ROWS = {
-    'REINFORCE': (2, 'its baseline is the mean f of the other rows of the step (N * K >= 2)'),
-}
-
 
 def model_class(name):
     """The model class of `rebar` that trains with estimator `name` alone (None if none does)."""
@@ -75,9 +69,9 @@ def learns_temperature(name):
     return bool(cls is not None and cls.learns_temperature)
 
 
-def check_applicable(name, n_rows, n_samples):
+def check_applicable(name, n_samples):
     """Raises ValueError (one line: the problem and the fix) unless estimator `name` can run
-    with n_rows logit rows and n_samples samples per row."""
+    with n_samples samples per logit row."""
     if name not in rebar.ESTIMATORS:
         raise ValueError('Unknown estimator %r; choose one of %s.'
                          % (name, ', '.join(rebar.ESTIMATORS)))
@@ -85,11 +79,6 @@ def check_applicable(name, n_rows, n_samples):
         raise ValueError('%s needs n_samples >= %d (it centres each sample on the other samples '
                          'of its row), got %d; fix: pass n_samples=%d.'
                          % (name, min_samples(name), n_samples, min_samples(name)))
-    rows, why = MIN_ROWS.get(name, (1, ''))
-    if n_rows * n_samples < rows:
-        raise ValueError('%s needs at least %d rows of samples in all (%s), got %d x %d; fix: '
-                         'pass n_samples=%d or logits of shape [N, D] with N >= %d.'
-                         % (name, rows, why, n_rows, n_samples, rows, rows))
 
 
 class FNetworks(object):
@@ -176,7 +165,7 @@ def estimate(f, logits, estimator, n_samples=1, learning_rate=1e-3, hparams=None
     Returns an `Estimate` (see its comment for shapes). Cost per draw: the table's evaluations
     of f on N K rows, plus one backward pass through them for the relaxed estimators.
 
-    Raises ValueError, before building anything, for an unknown estimator, a K or N below the
+    Raises ValueError, before building anything, for an unknown estimator, a K below the
     estimator's minimum, logits of another rank or without a static shape, or f of a wrong
     output shape.
 
@@ -202,7 +191,7 @@ def estimate(f, logits, estimator, n_samples=1, learning_rate=1e-3, hparams=None
         raise ValueError('logits must have a static shape [D] or [N, D], got %s; fix: reshape '
                          'or set_shape them.' % (shape,))
     n_rows = 1 if len(shape) == 1 else shape[0]
-    check_applicable(estimator, n_rows, n_samples)
+    check_applicable(estimator, n_samples)
     values = {'n_hidden': shape[-1], 'n_layer': 1, 'n_samples': n_samples}
     values.update(hparams or {})
     hp = config.HParams(**values)
