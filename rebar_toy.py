@@ -1,9 +1,10 @@
 """The estimator papers' toy problem: minimise E[(b - t)^2] over the probability sigma(theta).
 
-b holds D independent bits, b_d ~ Bernoulli(sigma(theta_d)); f(b) = sum_d (b_d - t)^2, so per bit
+b holds D independent bits, b_d ~ Bernoulli(sigma(theta_d)); f(b) = (1/D) sum_d (b_d - t)^2 (the
+mean over bits, as the RELAX and double-CV authors' toy code has it), so
 
-    E[f] = sum_d [sigma_d (1 - t)^2 + (1 - sigma_d) t^2],
-    d E[f] / d theta_d = sigma_d (1 - sigma_d) ((1 - t)^2 - t^2),
+    E[f] = (1/D) sum_d [sigma_d (1 - t)^2 + (1 - sigma_d) t^2],
+    d E[f] / d theta_d = sigma_d (1 - sigma_d) ((1 - t)^2 - t^2) / D,
 
 positive for t < 1/2 (the optimum is sigma = 0) and tiny when t is close to 1/2. Every estimator
 runs through `binary_gradient.estimate`, i.e. the functions of `rebar.ESTIMATORS` unchanged.
@@ -16,7 +17,7 @@ runs through `binary_gradient.estimate`, i.e. the functions of `rebar.ESTIMATORS
 Training: theta starts at 0 (sigma = 1/2) and takes one Adam step per draw of the estimator
 (K = n_samples samples of b; Adam's defaults but the learning rate, for theta and for what the
 estimator learns, as the RELAX authors' toy code does). Writes DIR/toy.json (settings, and per
-estimator and K, per step: `sigma` of bit 0 after the step, `loss` the closed-form E[f]/D
+estimator and K, per step: `sigma` of bit 0 after the step, `loss` the closed-form E[f]
 after it, `log_variance` the log of the gradient's variance, see below) and DIR/toy.png (sigma
 and log variance against steps), both atomically.
 
@@ -65,27 +66,30 @@ PRESETS = collections.OrderedDict([
         'target': 0.499, 'bits': 1, 'n_samples': [1], 'steps': 10000, 'learning_rate': 0.01,
         'estimators': ['REINFORCE', 'Concrete', 'DynamicREBAR', 'RELAX']}),
     ('arms2021', {
-        'description': 'ARMS (Dimitriev and Zhou 2021): t = 0.49, one bit, K = 2 to 10',
-        'target': 0.49, 'bits': 1, 'n_samples': list(range(2, 11)), 'steps': 2000,
-        'learning_rate': 0.01, 'estimators': ['ReinforceLOO', 'DisARM', 'ARMS']}),
+        'description': 'ARMS (Dimitriev and Zhou 2021): t = 0.49, one bit, K = 2 to 10 '
+                       '(their code: plain gradient steps, variance against sigma)',
+        'target': 0.49, 'bits': 1, 'n_samples': [2, 4, 6, 8, 10], 'steps': 2000,
+        'learning_rate': 0.01, 'estimators': ['ReinforceLOO', 'ARM', 'DisARM', 'ARMS']}),
     ('doublecv2022', {
-        'description': 'Double control variates (Titsias and Shi 2022): t = 0.499, D = 200 bits',
+        'description': 'Double control variates (Titsias and Shi 2022): t = 0.499, D = 200 '
+                       'bits, K = 2, 2,000 steps, Adam 0.01 (the authors\' notebook)',
         'target': 0.499, 'bits': 200, 'n_samples': [2], 'steps': 2000, 'learning_rate': 0.01,
-        'estimators': ['ReinforceLOO', 'DisARM', 'RELAX', 'DoubleCV', 'RODEO']}),
+        'estimators': ['REINFORCE', 'ReinforceLOO', 'MuProp', 'DisARM', 'DoubleCV', 'RODEO']}),
 ])
 
 
-def closed_form(probs, target):
-    """(E[(b - t)^2], d E / d theta) per bit at probabilities sigma(theta) = probs."""
+def closed_form(probs, target, bits=1):
+    """Per bit at probabilities sigma(theta) = probs: E[(b - t)^2], and d E[f] / d theta for
+    f the mean over `bits` bits."""
     probs = np.asarray(probs, np.float64)
     loss = probs * (1 - target) ** 2 + (1 - probs) * target ** 2
-    return loss, probs * (1 - probs) * ((1 - target) ** 2 - target ** 2)
+    return loss, probs * (1 - probs) * ((1 - target) ** 2 - target ** 2) / bits
 
 
 def toy_f(target):
-    """f(b) = sum_d (b_d - t)^2, [M, D] -> [M]."""
+    """f(b) = mean_d (b_d - t)^2, [M, D] -> [M]."""
     import tensorflow.compat.v1 as tf
-    return lambda b: tf.reduce_sum(tf.square(b - target), 1)
+    return lambda b: tf.reduce_mean(tf.square(b - target), 1)
 
 
 def resolve(names):
@@ -126,7 +130,7 @@ def check(estimators, target, bits=1, n_samples=(1,), probs=(0.05, 0.5, 0.95), d
     import binary_gradient
     probs = np.asarray(probs, np.float64)
     logits = np.repeat(np.log(probs / (1 - probs)), draws)[:, None] * np.ones([1, bits])
-    exact = closed_form(probs, target)[1]
+    exact = closed_form(probs, target, bits)[1]
     results = []
     for name in estimators:
         for k in n_samples:

@@ -38,13 +38,21 @@ def test_check_sees_concrete_bias_at_0499():
 
 
 def test_closed_form_against_finite_differences():
+    """d E[f] / d theta_d for f the mean over 4 bits: the per-bit loss's derivative over 4."""
     probs, t = np.array([0.05, 0.3, 0.5, 0.95]), 0.499
     theta = np.log(probs / (1 - probs))
 
     def loss(th):
         return rebar_toy.closed_form(1 / (1 + np.exp(-th)), t)[0]
-    numeric = (loss(theta + 1e-6) - loss(theta - 1e-6)) / 2e-6
-    np.testing.assert_allclose(rebar_toy.closed_form(probs, t)[1], numeric, rtol=1e-5)
+    numeric = (loss(theta + 1e-6) - loss(theta - 1e-6)) / 2e-6 / 4
+    np.testing.assert_allclose(rebar_toy.closed_form(probs, t, 4)[1], numeric, rtol=1e-5)
+
+
+def test_check_over_several_bits():
+    rows = rebar_toy.check(['DisARM'], 0.45, 3, [2], PROBS, draws=2000)
+    np.testing.assert_allclose([r['exact'] for r in rows],
+                               rebar_toy.closed_form(np.array(PROBS), 0.45)[1] / 3)
+    assert all(abs(r['z']) < 4 for r in rows), rows
 
 
 def test_training_writes_json_and_png(tmp_path):
