@@ -25,7 +25,7 @@ def _ks(name):
 @pytest.mark.parametrize('name', [n for n in rebar.ESTIMATORS if n not in rebar_toy.BIASED])
 def test_check_unbiased_against_closed_form(name):
     # t = 0.45: a gradient large enough (0.025 at sigma = 1/2) for the check to have power
-    rows = rebar_toy.check([name], 0.45, 1, _ks(name), PROBS, draws=4000)
+    rows = rebar_toy.check([name], 0.45, 1, _ks(name), PROBS, draws=2000)
     assert len(rows) == 3 * len(_ks(name))
     exact = rebar_toy.closed_form(np.array(PROBS), 0.45)[1]
     np.testing.assert_allclose([r['exact'] for r in rows], np.tile(exact, len(_ks(name))))
