@@ -28,8 +28,9 @@ log(mean over bits of E[g^2] - E[g]^2). One draw per step serves the update and 
 draws.
 
 --check draws `--draws` gradients at each probability of --probs (one graph per estimator and
-K, the probabilities fed as logit rows) and prints, per estimator, K and probability, the mean of
-the first bit's gradient against the closed form, its standard error and their z-score.
+K, the probabilities fed as logit rows, in 50 runs whose means give the standard error) and
+prints, per estimator, K and probability, the mean of the first bit's gradient against the
+closed form, its standard error and their z-score.
 
 Estimators: any name of `rebar.ESTIMATORS`, or the model class that trains with it (SBNRelax for
 RELAX, ...). Every one applies to a single Bernoulli layer: the baselines that read an input
@@ -116,20 +117,24 @@ def _session_config():
 
 
 def check(estimators, target, bits=1, n_samples=(1,), probs=(0.05, 0.5, 0.95), draws=4000,
-          seed=1):
-    """Mean gradient of `draws` independent draws per estimator, K and probability.
+          seed=1, batches=50):
+    """Mean gradient of `draws` draws per estimator, K and probability, in `batches` session
+    runs of draws / batches rows per probability.
 
-    One graph per (estimator, K): the logits are a [len(probs) * draws, bits] feed, each row an
-    independent copy of the toy (the learned parts at their initial values, which leave every
-    unbiased estimator unbiased). Returns a list of dicts: estimator, n_samples, prob, mean and
-    standard error of bit 0's gradient, the closed form, z = (mean - exact) / se (exact
-    agreement counts as z = 0).
+    One graph per (estimator, K): the logits are a [len(probs) * draws / batches, bits] feed,
+    each row a copy of the toy (the learned parts at their initial values, which leave every
+    unbiased estimator unbiased). The standard error comes from the spread of the batches'
+    means, not of single rows: rows of one run are not independent for every estimator
+    (REINFORCE centres each row on the others). Returns a list of dicts: estimator, n_samples,
+    prob, mean and standard error of bit 0's gradient, the closed form, and
+    z = (mean - exact) / se (exact agreement counts as z = 0).
     """
     import utils  # noqa: F401  (graph mode in TF 2)
     import tensorflow.compat.v1 as tf
     import binary_gradient
     probs = np.asarray(probs, np.float64)
-    logits = np.repeat(np.log(probs / (1 - probs)), draws)[:, None] * np.ones([1, bits])
+    rows = max(draws // batches, 1)
+    logits = np.repeat(np.log(probs / (1 - probs)), rows)[:, None] * np.ones([1, bits])
     exact = closed_form(probs, target, bits)[1]
     results = []
     for name in estimators:
@@ -140,9 +145,11 @@ def check(estimators, target, bits=1, n_samples=(1,), probs=(0.05, 0.5, 0.95), d
                 est = binary_gradient.estimate(toy_f(target), feed, name, k)
                 with tf.Session(config=_session_config()) as sess:
                     sess.run(tf.global_variables_initializer())
-                    g = sess.run(est.gradient, {feed: logits})[:, 0].reshape(len(probs), draws)
-            for p, row, e in zip(probs, g.astype(np.float64), exact):
-                mean, se = row.mean(), row.std(ddof=1) / np.sqrt(draws)
+                    # [batches, probs]: each run's mean of bit 0's gradient per probability
+                    means = np.array([sess.run(est.gradient, {feed: logits})[:, 0].reshape(
+                        len(probs), rows).astype(np.float64).mean(1) for _ in range(batches)])
+            for p, column, e in zip(probs, means.T, exact):
+                mean, se = column.mean(), column.std(ddof=1) / np.sqrt(batches)
                 z = 0.0 if abs(mean - e) <= 1e-7 else (mean - e) / max(se, 1e-30)
                 results.append({'estimator': name, 'n_samples': k, 'prob': float(p),
                                 'mean': float(mean), 'se': float(se), 'exact': float(e),
