@@ -12,30 +12,33 @@ estimators' "maximise the ELBO" gradient is the gradient of E[f]; `estimate` ret
 sign of d E[f] / d logits (ascend it to maximise E[f], descend it to minimise).
 
 Why a module of its own rather than a function in rebar.py: the model file stays the one place
-for the estimators' math, and this adapter (a duck-typed `Networks` and model, the requirement
-table, input checks) needs no change to it.
+for the estimators' math, and this adapter (a duck-typed `Networks` and model, input checks)
+needs no change to it.
 
-What each estimator requires of f (f maps a [M, D] float32 batch of rows to [M]; every estimator
-calls it on binary rows, some on other rows too, and `n_samples=K` draws K rows per logit row):
+What each estimator requires of f. f maps a [M, D] float32 batch of rows to [M]; every
+estimator evaluates it at binary rows b, some at other rows too; K = n_samples rows are drawn
+per logit row; "evals" counts evaluations of f per drawn row (the registry's `passes`).
 
-| estimator | f is evaluated at | f must be | K | cost in evaluations of f per draw |
+| estimator | f evaluated at | f must be | K | evals |
 | --- | --- | --- | --- | --- |
-| REINFORCE | b | any TF function (no gradient used) | 1+ (f centred on the other N K - 1 rows' f; none with one row) | 1 |
+| REINFORCE | b | any (no gradient used) | 1+ | 1 |
 | NVIL | b | any | 1+ | 1 |
 | SimpleMuProp | b, sigmoid(logits) | defined on [0, 1]^D | 1+ | 2 |
 | MuProp | b, sigmoid(logits) | differentiable in b at the mean | 1+ | 2 |
-| Concrete | relaxed z in (0, 1)^D | differentiable in z (biased estimator) | 1+ | 2 (b for the report) |
-| REBAR, DynamicREBAR | b, z, z~ | differentiable in z | 1+ | 3 |
-| RELAX | b, z, z~ | differentiable in z | 1+ | 3 |
+| Concrete (biased) | relaxed z in (0, 1)^D (b for the report) | differentiable in z | 1+ | 2 |
+| REBAR, DynamicREBAR | b, relaxed z and z~ | differentiable in z | 1+ | 3 |
+| RELAX | b, relaxed z and z~ | differentiable in z | 1+ | 3 |
 | ARM, DisARM | b and its antithetic b~ | any | 1+ | 2 |
 | ReinforceLOO | b | any | 2+ | 1 |
 
-An estimator added to the registry later is accepted as it is; its minimum K comes from
+REINFORCE centres each f on the mean f of the step's other N K - 1 rows (plain REINFORCE with a
+single row). An estimator added to the registry later is accepted as it is, its minimum K from
 `config.MULTI_SAMPLE_MODELS` (through its model class).
-Learned parts, trained by `update` (Adam) exactly as `rebar.Model` trains them: NVIL's,
-SimpleMuProp's, MuProp's and REBAR's baseline c (a network of a constant input here, so a
-learned constant) and etas on their squared signal or on the variance objective mean(g^2);
-DynamicREBAR's and RELAX's temperature (`learned` holds `log_temperature`); RELAX's network r.
+
+Learned parts, trained by `update` (Adam) as `rebar.Model` trains them: NVIL's, SimpleMuProp's,
+MuProp's and REBAR's baseline c (a network of a constant input here, so a learned constant) and
+the etas, on their squared signal or on the variance objective mean(g^2); DynamicREBAR's and
+RELAX's temperature (`learned` holds `log_temperature`); RELAX's network r.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -166,8 +169,8 @@ def estimate(f, logits, estimator, n_samples=1, learning_rate=1e-3, hparams=None
     of f on N K rows, plus one backward pass through them for the relaxed estimators.
 
     Raises ValueError, before building anything, for an unknown estimator, a K below the
-    estimator's minimum, logits of another rank or without a static shape, or f of a wrong
-    output shape.
+    estimator's minimum, or logits of another rank or without a static shape; and at f's first
+    call if f does not return one value per row.
 
     Example: minimise E[(b - 0.45)^2] over one bit with RELAX.
 
