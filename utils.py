@@ -35,9 +35,11 @@ def bernoulli_log_likelihood(y, logits):
 
 
 def leave_one_out_centre(x):
-    """x_i - mean_{j != i} x_j over the first axis: a baseline independent of sample i."""
+    """x_i - mean_{j != i} x_j over the first axis: a baseline independent of sample i. A single
+    sample has no others and keeps x (baseline 0: plain REINFORCE, as the papers' one-sample
+    toy problem uses it)."""
     n = tf.cast(tf.shape(x)[0], x.dtype)
-    return x - (tf.reduce_sum(x) - x) / (n - 1.0)
+    return x - (tf.reduce_sum(x) - x) / tf.maximum(n - 1.0, 1.0)
 
 
 def mean_square(tensors, variables=None):

@@ -52,6 +52,7 @@ def test_leave_one_out_centre_subtracts_the_mean_of_the_others(graph):
     x = np.random.RandomState(3).randn(9).astype(np.float32)
     expected = np.array([x[i] - np.delete(x, i).mean() for i in range(len(x))])
     np.testing.assert_allclose(run(U.leave_one_out_centre(x)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(run(U.leave_one_out_centre(x[:1])), x[:1])   # no others
 
 
 def test_noise_logs_are_clipped_and_finite(graph):
