@@ -412,9 +412,10 @@ def test_tracker_step_vector_is_the_released_codes_whatever_else_is_tracked(grap
         k = tracker.tracked.index(name)
         g_k = singles[name][0].astype(np.float64)
         scale = np.mean(g_k ** 2)
-        # the five's against mu; ours against their own average, one draw: no spread
+        # the five's against mu; ours against their own average, one draw: no spread (up to
+        # float32 round-off of two moving averages of size scale)
         centre = np.mean(mu ** 2) if name in five else scale
-        np.testing.assert_allclose(variances[k], scale - centre, rtol=1e-4, atol=1e-5 * scale,
+        np.testing.assert_allclose(variances[k], scale - centre, rtol=1e-4, atol=1e-4 * scale,
                                    err_msg=name)
 
 
