@@ -190,9 +190,9 @@ class ForwardPasses(object):
     def antithetic(self, layer):
         """ARM's second pass for `layer`: hard below it; there b~ = H(a - logit u) =
         1[u < sigma(a)], the antithetic partner of the hard b = 1[u > sigma(-a)]; above it hard
-        again with the hard pass's own u (common noise: independent of u_layer, so the pair's
-        difference stays an unbiased estimate given b_layer, and the shared noise lowers its
-        variance). Built once per layer."""
+        again with the hard pass's own u (independent of u_layer, so the pair's difference
+        stays an unbiased estimate given the layers below). Built once per layer: one
+        evaluation of f."""
         if layer not in self._antithetic:
             flip = [-lu if i == layer else lu for i, lu in enumerate(self.logit_u)]
             self._antithetic[layer] = self._run(lambda i, a: tf.stop_gradient(
@@ -462,11 +462,21 @@ def rebar_gradient(passes, variables, temperature, quadratic, log_temperature=No
 
 
 def _antithetic_estimate(passes, variables, learning_signal):
-    """ARM-style estimators: for each layer l, the pair of the hard pass (b) and the
-    antithetic pass for l (b~), and a learning signal g_l [N, n_hidden] for the logits a_l,
-    pushed into the parameters by loss = -(sum_l sum_j g_lj (held constant) a_lj + log p).
+    """ARM-style estimators, multi-layer in our variant: for each layer l, the pair of the
+    hard pass (b) and the antithetic pass for l (b~), and a learning signal g_l [N, n_hidden]
+    for the logits a_l, pushed into the parameters by
+    loss = -(sum_l sum_j g_lj (held constant) a_lj + log p).
     Layers below l come from the hard pass, so the chain through a_l is the one of the hard
-    pass. The log p gradient (the generative parameters) is the hard pass's."""
+    pass; layers above l are sampled for both members with the hard pass's noise. The log p
+    gradient (the generative parameters) is the hard pass's.
+
+    The hard pass is one member of every layer's pair: 1 + L evaluations of f per sample
+    (L = n_layer). The ARM and DisARM authors' multi-layer code draws a fresh pair per layer
+    (a fresh u at layer l, both members' upper layers resampled, with common noise only under
+    its shared-randomness option): 2 evaluations per layer, 1 + 2L with the pass that gives
+    the lower layers. Both are unbiased (each layer's term is, given the layers below, and
+    the tests check the sum against exact enumeration); we do not claim either is less noisy.
+    """
     hard = passes.hard
     surrogate = hard.log_p
     for l in range(len(hard.samples)):
@@ -479,7 +489,10 @@ def _antithetic_estimate(passes, variables, learning_signal):
 
 def arm(step, variables, hparams):
     """ARM (Yin and Zhou, 2019): d E[f] / d a = E_u[(f(1[u > sigma(-a)]) - f(1[u < sigma(a)]))
-    (u - 1/2)], per layer with the layers above sampled with the hard pass's noise."""
+    (u - 1/2)]. One layer: the paper's estimator, 2 evaluations of f per sample. Several
+    layers: our variant (see `_antithetic_estimate`), 1 + L evaluations, the hard pass one
+    member of every layer's pair, where the authors' code draws a fresh pair per layer
+    (1 + 2L)."""
     return _antithetic_estimate(
         step.passes, variables, lambda diff, u, a, b_anti, b: diff[:, None] * (u - 0.5))
 
@@ -489,11 +502,12 @@ def disarm(step, variables, hparams):
 
         d E[f] / d a_j = E[1/2 (f(b) - f(b~)) (-1)^{b~_j} 1[b_j != b~_j] sigma(|a_j|)].
 
-    Multi-layer: per layer, as `arm`: below l the hard pass, at l the pair, above l both
-    members sampled with the same (hard pass's) noise. That noise is independent of u_l, so
-    conditioning on it keeps each layer's term unbiased; we share it because common noise
-    lowers the variance of f(b) - f(b~) (sampling the upper layers independently for each
-    member would be unbiased too, and noisier).
+    One layer: the paper's estimator, 2 evaluations of f per sample. Several layers: our
+    variant, as `arm` (see `_antithetic_estimate`): below l the hard pass, at l the pair with
+    the hard pass as one member, above l both members sampled with the hard pass's noise
+    (independent of u_l, so each layer's term stays unbiased); 1 + L evaluations of f, where
+    the authors' code draws a fresh pair per layer, 1 + 2L. Sharing the upper layers' noise
+    saves passes; it is not claimed to lower the variance.
     """
     def signal(diff, u, a, b_anti, b):
         disagree = tf.cast(tf.not_equal(b, b_anti), tf.float32)
@@ -543,6 +557,14 @@ def relax(step, variables, hparams, log_temperature=None, scope='relax'):
     temperature exp(log_temperature) ([N], default the model's) minimise mean(g^2). In the
     REINFORCE term c_s(z~_s) is held constant in the model variables only: it keeps its
     derivatives in eta, in r's weights and (per sample, as REBAR's f~v does) in log t.
+
+    Our variant of the paper's estimator (its form is one layer, c(z) = eta f(sigma_t(z)) +
+    r(z)): r_s sees only the segment's relaxed samples (not the image, the layers below or z),
+    and one eta and one temperature serve every segment; the layers above a segment are
+    relaxed in both passes. (The DisARM authors' multi-layer RELAX draws a fresh u, v per layer,
+    resamples the layers above hard, and gives each layer's r its input beside z.) Cost per
+    sample: 1 + 2S evaluations of f (the hard pass, two relaxed passes per segment; S = L with
+    `quadratic`, else 1), plus r on the 2 relaxed inputs of each segment.
     """
     passes, hard = step.passes, step.passes.hard
     if log_temperature is None:
@@ -695,6 +717,7 @@ class Model(object):
     estimator = None   # a key of ESTIMATORS
     learns_temperature = False
     tracked = None   # names of tracked estimators (SBNTrackGradVariances)
+    in_report = ()   # the first of them, whose deviations the report vector holds
 
     def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,
                  noise_seed=None):
@@ -919,7 +942,7 @@ class Model(object):
     def _extra_names(self):
         if not self.tracked:
             return []
-        return ['deviation/' + name for name in self.tracked] + ['log_mean_gradient_square']
+        return ['deviation/' + name for name in self.in_report] + ['log_mean_gradient_square']
 
     def evaluations_per_image(self):
         """Forward passes through the generative network per image and training step."""
@@ -977,20 +1000,28 @@ class Model(object):
                         read_averages)
 
     def _variance_figures(self, firsts, mean_squares, correction):
-        """Per tracked estimator mean(E[g^2]) - mean(mu^2), mu the mean of all tracked E[g];
-        and, when several are tracked, each one's mean((E[g] - mu)^2) and log mean(mu^2).
+        """Per tracked estimator a variance, mean(E[g^2]) - mean(c^2): for the first
+        `in_report` of them (the report vector's; all of one model's single gradient) c = mu,
+        the mean of their E[g], as the released code measures its five; for the others c is
+        their own E[g] (the released code's shared mu makes a low-variance estimator's figure
+        negative once mu's own noise is larger, and an added estimator is not the released
+        code's to reproduce). With several tracked, the report's extra entries: each of the
+        first ones' mean((E[g] - mu)^2), and log mean(mu^2). No figure depends on which other
+        estimators beyond the first are tracked.
 
         Arguments are the undivided moving averages (E[.] = average / correction): firsts,
         one list of tensors per tracked estimator; mean_squares, one scalar each.
         """
-        mu = [tf.add_n(parts) / len(parts) if len(parts) > 1 else parts[0]
-              for parts in zip(*firsts)]
+        n = len(self.in_report) if self.tracked else 1
+        mu = [tf.add_n(parts) / n if n > 1 else parts[0] for parts in zip(*firsts[:n])]
         mu_square = U.mean_square(mu) / tf.square(correction)
-        variances = [s / correction - mu_square for s in mean_squares]
+        centres = [mu_square] * n + [U.mean_square(f) / tf.square(correction)
+                                     for f in firsts[n:]]
+        variances = [s / correction - c for s, c in zip(mean_squares, centres)]
         if not self.tracked:
             return variances, []
         deviations = [U.mean_square([f - m for f, m in zip(first, mu)]) / tf.square(correction)
-                      for first in firsts]
+                      for first in firsts[:n]]
         return variances, deviations + [tf.log(mu_square)]
 
     def partial_eval(self, sess, xs, n_samples=EVAL_SAMPLES):
@@ -1064,32 +1095,38 @@ class SBNGumbel(Model):
 
 
 class SBNRebar(Model):
-    """REBAR at a fixed temperature. Report: [ELBO, each eta]."""
+    """REBAR at a fixed temperature. Report: [ELBO, each eta]. The generative parameters'
+    etas (eta/model/p_*) stay at 1 by construction: the control variate has no gradient in p
+    (f~ and f~v take the same value, v being u in value, and log q has no p), so the variance
+    objective has none in their etas."""
     estimator = 'REBAR'
 
 
 class SBNDynamicRebar(Model):
     """REBAR with the temperature learned on the variance objective.
 
-    Report: [ELBO, temperature, each eta].
+    Report: [ELBO, temperature, each eta]; eta/model/p_* stay at 1 by construction, as
+    SBNRebar's.
     """
     estimator = 'DynamicREBAR'
     learns_temperature = True
 
 
 class SBNARM(Model):
-    """ARM. Report: [ELBO]."""
+    """ARM (several layers: our variant, 1 + L evaluations of f; see `arm`). Report:
+    [ELBO]."""
     estimator = 'ARM'
 
 
 class SBNDisARM(Model):
-    """DisARM. Report: [ELBO]."""
+    """DisARM (several layers: our variant, 1 + L evaluations of f; see `disarm`). Report:
+    [ELBO]."""
     estimator = 'DisARM'
 
 
 class SBNRelax(Model):
-    """RELAX, its temperature learned on the variance objective. Report: [ELBO, temperature,
-    eta]."""
+    """RELAX, our variant (see `relax`), its temperature learned on the variance objective.
+    Report: [ELBO, temperature, eta]."""
     estimator = 'RELAX'
     learns_temperature = True
 
@@ -1101,23 +1138,40 @@ class SBNReinforceLOO(Model):
 
 
 class SBNTrackGradVariances(Model):
-    """Follows SimpleMuProp and tracks the gradient variance of other estimators on its path:
-    NVIL, SimpleMuProp, MuProp, DynamicREBAR, REBAR, ARM, DisARM, RELAX and, with
-    n_samples >= 2, ReinforceLOO (with one sample per image it has no other sample to centre
-    on). RELAX learns a temperature of its own, so the followed path's is trained on the
-    REBAR variances alone, as in the released code.
+    """Follows SimpleMuProp and, on its path, tracks the gradient variance of other estimators.
 
-    Report: [ELBO, temperature, d variance / d log t, its square, each tracked estimator's mean
-    squared deviation from the mean gradient (in `tracked` order), log mean(mean gradient^2)].
+    STEP_VECTOR, the released code's five in its order: NVIL, SimpleMuProp, MuProp,
+    DynamicREBAR, REBAR. The report vector (the printed `Step N: [...]`) is theirs alone, as
+    the released code prints it: [ELBO, temperature, d variance / d log t, its square, each of
+    the five's mean over parameters of (E[g] - mu)^2, log mean(mu^2)], mu the mean of the
+    five's moving-average gradients E[g]; 4 + 5 + 1 = 10 entries for any network.
+
+    TRACKED: the five, then ours (ARM, DisARM, RELAX, ReinforceLOO); each has a
+    `('NAME', log variance)` line and an entry of the metrics record's `log_grad_variance`
+    (see `_variance_figures`: the five's against mu, ours against their own E[g]), and none
+    in the report vector. Tracking
+    another estimator is adding its name to TRACKED. An estimator whose model is in
+    config.MULTI_SAMPLE_MODELS is tracked only with n_samples >= 2 (ReinforceLOO: with one
+    sample per image it has no other sample to centre on). RELAX learns a temperature of its
+    own, so the followed path's temperature, and d variance / d log t, come from the REBAR
+    variance objectives alone, as in the released code; another tracked estimator that
+    learns a temperature needs its own likewise.
     """
     estimator = 'SimpleMuProp'
     learns_temperature = True
-    TRACKED = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR', 'ARM', 'DisARM',
-               'RELAX')
+    STEP_VECTOR = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')
+    TRACKED = STEP_VECTOR + ('ARM', 'DisARM', 'RELAX', 'ReinforceLOO')
+    in_report = STEP_VECTOR
 
     def __init__(self, hparams, *args, **kwargs):
-        self.tracked = self.TRACKED + (('ReinforceLOO',) if hparams.n_samples >= 2 else ())
+        self.tracked = self.tracked_names(hparams)
         super(SBNTrackGradVariances, self).__init__(hparams, *args, **kwargs)
+
+    @classmethod
+    def tracked_names(cls, hparams):
+        """The estimators tracked with these hparams, in TRACKED order."""
+        several = [globals()[m].estimator for m in config.MULTI_SAMPLE_MODELS]
+        return tuple(n for n in cls.TRACKED if hparams.n_samples >= 2 or n not in several)
 
     def _tracked_estimate(self, step, name):
         if name == 'DynamicREBAR':   # its own etas and baseline beside the tracked REBAR's
