@@ -342,6 +342,19 @@ def _describe_data(data):
                    for source in getattr(data, 'sources', ())])])
 
 
+def check_data_matches(hp, data, what):
+    """Raises UsageError, in one line, when the images do not fit the hparams: each split must be
+    [N, n_input] (the network's input and output layers are built n_input wide). Runs right
+    after the data is loaded, before the graph is built."""
+    for name, xs in zip(('train', 'valid', 'test'), data):
+        shape = list(np.shape(xs))
+        if len(shape) != 2 or shape[1] != hp.n_input:
+            raise UsageError('n_input=%d does not match the data: the %s images have shape %s '
+                             '(%s). Fix: pass n_input=%s.'
+                             % (hp.n_input, name, shape, what.split('. ')[0],
+                                shape[1] if len(shape) == 2 else '<pixels per image>'))
+
+
 def _reason(error):
     return getattr(error, 'strerror', None) or str(error).strip().split('\n')[0]
 
@@ -400,6 +413,7 @@ class Trainer(object):
         if data is None:
             data = datasets.load_data(config.dataset_of(hp), hp.dynamic_b, o.data_dir)
         self.data_sources = _describe_data(data)
+        check_data_matches(hp, data, getattr(data, 'description', 'the data given'))
         self.train_xs, self.valid_xs, self.test_xs = data
         self.n_batches = batches.batches_per_epoch(len(self.train_xs), hp.batch_size)
         if self.n_batches < 1:

@@ -1008,3 +1008,41 @@ def test_modelarts_entry_removes_its_cache_and_names_train_url_in_refusals(small
         in other.stderr
     assert 'give another --train_url' in other.stderr and '--working_dir' not in other.stderr
     assert os.listdir(str(temp)) == []
+
+
+# -- integrity: strict JSON records, data that does not fit the hparams ----------------------------
+def test_non_finite_figures_of_a_one_step_run_are_null_in_strict_json(sample, tmp_path):
+    """A --max_steps=1 run's epoch record holds an undefined figure (the log variance of one
+    step); metrics.jsonl must still be JSON to a strict parser (jq, browsers), with null there."""
+    hp = config.parse_hparams('model=SBNDynamicRebar,n_hidden=3')
+    run_dir = str(tmp_path / 'run')
+    options = rebar_train.make_options(hp, working_dir=run_dir, max_steps=1, eval_freq=1,
+                                       fast_start=True, seed=1, checkpoint_secs=0,
+                                       progress_secs=0)
+    data = (sample[0][:48], sample[1][:5], sample[2][:5])
+    assert rebar_train.run(options, data=data, out=io.StringIO(), err=io.StringIO()) == 1
+
+    def refuse(constant):
+        raise ValueError('%s is not JSON' % constant)
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+        lines = f.read().splitlines()
+    parsed = [json.loads(line, parse_constant=refuse) for line in lines]
+    train = [r for r in parsed if r['kind'] == 'train']
+    assert train and train[-1]['step'] == 1
+    numbers = json.dumps([r.get('log_grad_variance') for r in train] + [r['report'] for r in train])
+    assert 'null' in numbers   # the undefined figure is there, as null
+    assert 'nan' in train[-1]['text'] or 'inf' in train[-1]['text']
+
+
+def test_n_input_that_does_not_match_the_images_is_one_line_before_the_graph(small_data,
+                                                                             tmp_path):
+    result = run_process(train_command('--hparams=model=SBN,n_hidden=8,n_input=100',
+                                       '--data_dir=' + small_data,
+                                       '--working_dir=' + str(tmp_path / 'run'), '--max_steps=5',
+                                       '--fast_start'))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('rebar_train: error: n_input=100 does not match the data')
+    assert 'shape [240, 784]' in last and 'Fix: pass n_input=784.' in last
+    assert 'Step ' not in result.stdout and not (tmp_path / 'run').exists()
