@@ -12,12 +12,15 @@ line saying what was read and how it was split, printed to stderr on every load)
   the 10,000 test images as test.
 - fashion_mnist: the IDX files, split as MNIST's IDX form.
 - omniglot: `chardata.mat`; each MATLAB column-major image becomes a row-major one, the images
-  are binarized with seed 5 (train, then test; skipped with `dynamic_b`, as in the reference), the
-  training set is permuted with seed 123 and its last 1,345 images held out for validation.
+  are binarized with seed 5 (train, then test), the training set is permuted with seed 123 and
+  its last 1,345 images held out for validation.
 
-In the IDX forms the training split stays grey with `dynamic_b` (the driver binarizes each batch
-as it is drawn); every other split is binarized once, split i (train 0, valid 1, test 2) with
-`np.random.RandomState(i)`, so valid and test are the same images with or without `dynamic_b`.
+With `dynamic_b` only the training split stays grey (the driver binarizes each batch as it is
+drawn), in every data set and form: valid and test are always binary, fixed once with a fixed
+seed, the same images with or without `dynamic_b`, so that the bound printed for them is a
+Bernoulli likelihood bound.  In the IDX forms split i (train 0, valid 1, test 2) is binarized
+with `np.random.RandomState(i)`; Omniglot's with the reference's seed 5; MNIST's reference form
+uses Larochelle's binary valid and test.
 
 Files are looked for in `data_dir` and its subdirectories (SUBDIRS; Fashion-MNIST first in its
 own FASHION_SUBDIRS), in this order of preference:
@@ -266,12 +269,12 @@ def read_omniglot(data_dir, dynamic_b):
     if path is None:
         return None
     sources = _sources('omniglot', [path], fix)
-    splits = split_omniglot(*read_omniglot_mat(path, fix), binarize=not dynamic_b)
+    splits = split_omniglot(*read_omniglot_mat(path, fix), dynamic_b=dynamic_b)
     description = ('omniglot, the reference\'s split: permuted with seed %d, the last %s training '
-                   'images held out for validation; %s'
+                   'images held out for validation; %s with seed %d'
                    % (OMNIGLOT_SHUFFLE_SEED, _count(OMNIGLOT_VALIDATION),
-                      'all grey (dynamic_b)' if dynamic_b
-                      else 'binarized once with seed %d' % OMNIGLOT_BINARIZE_SEED))
+                      'train grey (dynamic_b), valid and test binarized once' if dynamic_b
+                      else 'binarized once', OMNIGLOT_BINARIZE_SEED))
     return Data(*splits, sources=sources, description=_describe(description, splits, sources))
 
 
@@ -304,16 +307,22 @@ def _describe(what, splits, sources):
         ', '.join(source.path for source in sources))
 
 
-def split_omniglot(train, test, binarize):
-    """The reference's Omniglot preprocessing of [N, 784] column-major images in [0, 1]."""
+def split_omniglot(train, test, dynamic_b=False):
+    """The reference's Omniglot preprocessing of [N, 784] column-major images in [0, 1]: binarized
+    once with seed 5 (train, then test), the training set permuted with seed 123 and its last
+    1,345 images held out for validation.  With `dynamic_b` the training split holds the same
+    images grey (the driver binarizes each batch as it is drawn) while valid and test are the
+    binarized ones, the same images as without `dynamic_b` (the reference kept them grey too,
+    which scores grey images under a Bernoulli likelihood: README, where we differ)."""
     train, test = _row_major(train), _row_major(test)
-    if binarize:
-        # One stream for both sets, train first, compared in float32: the reference's numbers.
-        rng = np.random.RandomState(OMNIGLOT_BINARIZE_SEED)
-        train = (rng.random_sample(train.shape) < train).astype(np.float32)
-        test = (rng.random_sample(test.shape) < test).astype(np.float32)
-    train = train[np.random.RandomState(OMNIGLOT_SHUFFLE_SEED).permutation(len(train))]
-    return train[:-OMNIGLOT_VALIDATION], train[-OMNIGLOT_VALIDATION:], test
+    # One stream for both sets, train first, compared in float32: the reference's numbers.
+    rng = np.random.RandomState(OMNIGLOT_BINARIZE_SEED)
+    binary_train = (rng.random_sample(train.shape) < train).astype(np.float32)
+    binary_test = (rng.random_sample(test.shape) < test).astype(np.float32)
+    order = np.random.RandomState(OMNIGLOT_SHUFFLE_SEED).permutation(len(train))
+    binary_train = binary_train[order]
+    fitted = train[order] if dynamic_b else binary_train
+    return (fitted[:-OMNIGLOT_VALIDATION], binary_train[-OMNIGLOT_VALIDATION:], binary_test)
 
 
 def _row_major(images):
