@@ -20,6 +20,7 @@ complete checkpoint. Flags and hparams are checked before TensorFlow is imported
 from __future__ import absolute_import, division, print_function
 
 import collections
+import difflib
 import hashlib
 import io
 import math
@@ -192,6 +193,37 @@ def resolve_options(hparams=(), base_hparams='', data_dir=None, data_path=None,
     return make_options(hp, data_dir=_one_of('data_dir', data_dir, 'data_path', data_path),
                         max_steps=_one_of('max_steps', max_steps, 'steps', steps,
                                           DEFAULT_MAX_STEPS), **others)
+
+
+def refuse_unknown_flags(argv, also=(), platform=(), program='rebar_train', suggest=()):
+    """Raises UsageError, in one line, naming every argument of `argv` that rebar_train's flags
+    (or the names in `also`, a wrapper's own) do not take, each with the nearest known name
+    (difflib), so that a misspelled flag stops the job instead of running the default one.
+    Names in `platform` (arguments a launcher adds to every job) are let through with their
+    values; names in `suggest` are offered as near misses only. Flags are `--name=value`,
+    `--name value`, `--name` or `--noname` (booleans)."""
+    booleans = set(name for name in FLAGS if FLAGS[name].boolean)
+    negated = set('no' + name for name in booleans)
+    known = set(FLAGS) | set(also) | negated
+    problems, expecting_value = [], None
+    for token in argv:
+        if not token.startswith('-') or token in ('-', '--'):
+            if expecting_value is None:
+                problems.append('unexpected argument %r' % token)
+            expecting_value = None
+            continue
+        name = token.lstrip('-').split('=', 1)[0]
+        takes_value = '=' not in token and name not in booleans and name not in negated
+        if name in known or name in platform:
+            expecting_value = name if takes_value else None
+            continue
+        expecting_value = None
+        near = difflib.get_close_matches(name, sorted(known | set(suggest)), n=1, cutoff=0.6)
+        problems.append('unknown flag --%s%s' % (name, ' (did you mean --%s?)' % near[0]
+                                                 if near else ''))
+    if problems:
+        raise UsageError('%s. Nothing was started; %s --help lists the flags.'
+                         % ('; '.join(problems), program))
 
 
 def options_from_flags(flag_values):

@@ -1046,3 +1046,37 @@ def test_n_input_that_does_not_match_the_images_is_one_line_before_the_graph(sma
     assert last.startswith('rebar_train: error: n_input=100 does not match the data')
     assert 'shape [240, 784]' in last and 'Fix: pass n_input=784.' in last
     assert 'Step ' not in result.stdout and not (tmp_path / 'run').exists()
+
+
+def test_a_misspelled_flag_stops_every_training_entry_point_naming_the_near_miss(small_data,
+                                                                                 tmp_path):
+    """The ModelArts boot file refuses a flag rebar_train does not take (the issue's --hparam,
+    which used to train the default model), naming it and the near miss, before anything is
+    copied or trained; the arguments ModelArts adds to every job (and --platform_args names) go
+    through. rebar_train itself and the ModelZoo launcher refuse unknown flags the same way."""
+    train_url = str(tmp_path / 'train_url')
+    boot = [sys.executable, '-u', os.path.join(ROOT, 'modelarts_entry.py'),
+            '--data_url=' + small_data, '--train_url=' + train_url, '--fast_start',
+            '--eval_freq=0', '--max_steps=2']
+    platform = ['--task_name=worker', '--world_size=1', '--rank', '0']
+    result = run_process(boot + platform + ['--hparam=model=SBNNVIL,n_hidden=8'])
+    assert result.returncode == 2, result.stderr[-2000:]
+    line, = [l for l in result.stderr.splitlines() if 'error' in l]
+    assert 'unknown flag --hparam (did you mean --hparams?)' in line
+    assert 'task_name' not in line and 'world_size' not in line and 'rank' not in line
+    assert 'Step ' not in result.stdout and not os.path.exists(train_url)
+    result = run_process(boot + ['--platform_args=num_gpus', '--num_gpus=1', '--max_step=5',
+                                 '--data_ur=x'])
+    assert result.returncode == 2
+    assert ('unknown flag --max_step (did you mean --max_steps?); unknown flag --data_ur (did '
+            'you mean --data_url?)') in result.stderr and 'num_gpus' not in result.stderr
+    result = run_process(train_command('--hparam=model=SBN', '--working_dir=' +
+                                       str(tmp_path / 'run')))
+    assert result.returncode != 0 and "Unknown command line flag 'hparam'" in result.stderr
+    assert 'hparams' in result.stderr.split("'hparam'")[1] and not (tmp_path / 'run').exists()
+    result = run_process(['bash', os.path.join(ROOT, 'scripts', 'train_performance_1p.sh'),
+                          '--data_path=' + small_data, '--output_path=' + str(tmp_path / 'out'),
+                          '--train_steps=2', '--fast_strat'],
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert result.returncode != 0 and "Unknown command line flag 'fast_strat'" in result.stderr
+    assert 'Final Performance' not in result.stdout
