@@ -391,7 +391,7 @@ def test_fashion_mnist_prefers_its_own_subdirectory_over_mnists_files(tmp_path, 
 def test_idx_files_incomplete_or_too_few_images(tmp_path, small_split):
     write_idx(str(tmp_path / 'train-images-idx3-ubyte.gz'), indexed_images(12))
     for dataset in ('fashion_mnist', 'mnist'):
-        with pytest.raises(datasets.DataError, match='found only .*train-images') as error:
+        with pytest.raises(datasets.DataError, match='found .*train-images.* but not') as error:
             datasets.load_data(dataset, dynamic_b=True, data_dir=str(tmp_path))
         assert 't10k-images-idx3-ubyte' in str(error.value)
     write_idx_pair(str(tmp_path), indexed_images(6), indexed_images(2))
@@ -647,3 +647,59 @@ def test_grey_evaluation_images_under_a_bernoulli_likelihood_never_reach_a_dynam
             np.testing.assert_array_equal(first[split], fixed[split])
         if form == 'omniglot':   # the training split: the same images, grey instead of binary
             assert first.train.shape == fixed.train.shape
+
+
+# ---- a data set's files come from one place -----------------------------------------------------
+
+def test_a_split_from_another_data_set_is_never_borrowed_from_another_directory(
+        tmp_path, small_split, mnist_splits):
+    """Fashion-MNIST's test file missing from its folder, but MNIST's t10k file in another folder
+    the loader searches: the run stops naming the file missing and where, instead of testing on
+    MNIST. The same for MNIST's IDX pair and Larochelle's three .amat files; MindSpore's train/
+    and test/ pair is one place; three identical splits are refused."""
+    mnist_test = tmp_path / 't10k-images-idx3-ubyte.gz'
+    write_idx(str(mnist_test), indexed_images(3, offset=100))   # MNIST's, at the top
+    fashion = tmp_path / 'fashion_mnist'
+    fashion.mkdir()
+    write_idx(str(fashion / 'train-images-idx3-ubyte.gz'), indexed_images(12, offset=50))
+    with pytest.raises(datasets.DataError) as error:
+        datasets.load_data('fashion_mnist', dynamic_b=True, data_dir=str(tmp_path))
+    message = str(error.value)
+    assert 'but not t10k-images-idx3-ubyte.gz in %s' % fashion in message
+    assert str(mnist_test) not in message.split('but not')[0]   # MNIST's file was not taken
+    # MNIST's IDX form: the training file in raw/, a test file only at the top
+    raw = tmp_path / 'mnist' / 'raw'
+    raw.mkdir(parents=True)
+    write_idx(str(raw / 'train-images-idx3-ubyte'), indexed_images(12))
+    write_idx(str(tmp_path / 'mnist' / 't10k-images-idx3-ubyte'), indexed_images(3))
+    write_idx(str(tmp_path / 'mnist' / 'train-images-idx3-ubyte'), indexed_images(11, offset=7))
+    data = datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path / 'mnist'))
+    assert [os.path.dirname(s.path) for s in data.sources] == [str(tmp_path / 'mnist')] * 2
+    os.remove(str(tmp_path / 'mnist' / 'train-images-idx3-ubyte'))
+    with pytest.raises(datasets.DataError, match='but not train-images-idx3-ubyte.gz in %s;'
+                       % (tmp_path / 'mnist')):
+        datasets.load_data('mnist', dynamic_b=True, data_dir=str(tmp_path / 'mnist'))
+    # MindSpore's layout: train/ and test/ of one directory are one place
+    spore = tmp_path / 'MNIST_Data'
+    write_idx_pair(str(spore / 'train'), indexed_images(12), indexed_images(3))
+    os.remove(str(spore / 'train' / 't10k-images-idx3-ubyte.gz'))
+    (spore / 'test').mkdir()
+    write_idx(str(spore / 'test' / 't10k-images-idx3-ubyte.gz'), indexed_images(3, offset=40))
+    data = datasets.load_data('mnist', dynamic_b=True, data_dir=str(spore))
+    assert [s.path for s in data.sources] == [
+        str(spore / 'train' / 'train-images-idx3-ubyte.gz'),
+        str(spore / 'test' / 't10k-images-idx3-ubyte.gz')]
+    # Larochelle's .amat files: two at the top, the third only in raw/
+    amat = tmp_path / 'amat'
+    (amat / 'raw').mkdir(parents=True)
+    for name, bits in zip(datasets.AMAT, mnist_splits):
+        write_amat(str((amat / 'raw' if 'test' in name else amat) / name), bits)
+    with pytest.raises(datasets.DataError,
+                       match='but not binarized_mnist_test.amat in %s' % amat):
+        datasets.load_data('mnist', data_dir=str(amat))
+    # the same file three times over
+    for name in datasets.AMAT:
+        write_amat(str(amat / name), mnist_splits[0])
+    with pytest.raises(datasets.DataError, match='identical') as error:
+        datasets.load_data('mnist', data_dir=str(amat))
+    assert 'train' in str(error.value) and 'valid' in str(error.value)
