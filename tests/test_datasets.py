@@ -632,6 +632,11 @@ def test_grey_evaluation_images_under_a_bernoulli_likelihood_never_reach_a_dynam
     seed (the same on every load, and the same as without dynamic_b where that form exists); only
     the training images stay grey, for the driver to binarize per batch. Every data set, every
     form."""
+    import presets   # the preset that claims DisARM's protocol runs these data sets this way
+    disarm = presets.PRESETS['disarm2020']
+    assert 'dynamic_b=true' in disarm['hparams']
+    assert set(v[0] for a in disarm['axes'] if a['name'] == 'dataset' for v in a['values']) \
+        == {'mnist', 'fashion_mnist', 'omniglot'}
     monkeypatch.setattr(datasets, 'OMNIGLOT_VALIDATION', 4)
     dataset, directory = _dynamic_b_directory(tmp_path, form, mnist_splits)
     first = datasets.load_data(dataset, dynamic_b=True, data_dir=directory)
