@@ -379,7 +379,7 @@ def test_the_ascend_ports_flags_are_aliases():
     (dict(max_steps=10, steps=20), '--max_steps=10 conflicts with --steps=20'),
     (dict(data_dir='/a', data_path='/b'), '--data_dir=/a conflicts with --data_path=/b'),
     (dict(hparams='n_layers=2'), "Unknown hparam 'n_layers'"),
-    (dict(batch_size=1), 'batch_size must be at least 2'),
+    (dict(batch_size=1), 'batch_size=1 is outside its valid range [2, '),
     (dict(eval_freq=-1), '--eval_freq must be >= 0'),
 ])
 def test_conflicting_or_bad_flags_are_usage_errors(kw, message):
