@@ -381,7 +381,7 @@ def test_the_ascend_ports_flags_are_aliases():
     (dict(max_steps=10, steps=20), '--max_steps=10 conflicts with --steps=20'),
     (dict(data_dir='/a', data_path='/b'), '--data_dir=/a conflicts with --data_path=/b'),
     (dict(hparams='n_layers=2'), "Unknown hparam 'n_layers'"),
-    (dict(batch_size=1), 'batch_size must be at least 2'),
+    (dict(batch_size=1), 'batch_size=1 is outside its valid range [2, '),
     (dict(eval_freq=-1), '--eval_freq must be >= 0'),
 ])
 def test_conflicting_or_bad_flags_are_usage_errors(kw, message):
@@ -536,10 +536,10 @@ def test_modelarts_entry_with_local_paths_trains_into_train_url_and_resumes(smal
     command = [sys.executable, '-u', os.path.join(ROOT, 'modelarts_entry.py'),
                '--data_url=' + small_data, '--train_url=' + train_url,
                '--hparams=model=SBNNVIL,n_hidden=16', '--eval_freq=3', '--fast_start',
-               '--sync_secs=1', '--num_gpus=1']
+               '--sync_secs=1', '--task_name=worker']   # ModelArts adds --task_name
     first = run_process(command + ['--cache_dir=' + str(tmp_path / 'cache1'), '--max_steps=30'])
     assert first.returncode == 0, first.stderr[-2000:]
-    assert 'ignoring arguments rebar_train does not know: --num_gpus=1' in first.stderr
+    assert "ignoring the platform's arguments: --task_name=worker" in first.stderr
     _, entries = parse_reference_output(first.stdout)
     assert steps_of(entries, 'Step') == [10, 20, 30] and steps_of(entries, 'Test') == [30]
     names = set(os.listdir(train_url))
@@ -1010,3 +1010,75 @@ def test_modelarts_entry_removes_its_cache_and_names_train_url_in_refusals(small
         in other.stderr
     assert 'give another --train_url' in other.stderr and '--working_dir' not in other.stderr
     assert os.listdir(str(temp)) == []
+
+
+# -- integrity: strict JSON records, data that does not fit the hparams ----------------------------
+def test_non_finite_figures_of_a_one_step_run_are_null_in_strict_json(sample, tmp_path):
+    """A --max_steps=1 run's epoch record holds an undefined figure (the log variance of one
+    step); metrics.jsonl must still be JSON to a strict parser (jq, browsers), with null there."""
+    hp = config.parse_hparams('model=SBNDynamicRebar,n_hidden=3')
+    run_dir = str(tmp_path / 'run')
+    options = rebar_train.make_options(hp, working_dir=run_dir, max_steps=1, eval_freq=1,
+                                       fast_start=True, seed=1, checkpoint_secs=0,
+                                       progress_secs=0)
+    data = (sample[0][:48], sample[1][:5], sample[2][:5])
+    assert rebar_train.run(options, data=data, out=io.StringIO(), err=io.StringIO()) == 1
+
+    def refuse(constant):
+        raise ValueError('%s is not JSON' % constant)
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+        lines = f.read().splitlines()
+    parsed = [json.loads(line, parse_constant=refuse) for line in lines]
+    train = [r for r in parsed if r['kind'] == 'train']
+    assert train and train[-1]['step'] == 1
+    numbers = json.dumps([r.get('log_grad_variance') for r in train] + [r['report'] for r in train])
+    assert 'null' in numbers   # the undefined figure is there, as null
+    assert 'nan' in train[-1]['text'] or 'inf' in train[-1]['text']
+
+
+def test_n_input_that_does_not_match_the_images_is_one_line_before_the_graph(small_data,
+                                                                             tmp_path):
+    result = run_process(train_command('--hparams=model=SBN,n_hidden=8,n_input=100',
+                                       '--data_dir=' + small_data,
+                                       '--working_dir=' + str(tmp_path / 'run'), '--max_steps=5',
+                                       '--fast_start'))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('rebar_train: error: n_input=100 does not match the data')
+    assert 'shape [240, 784]' in last and 'Fix: pass n_input=784.' in last
+    assert 'Step ' not in result.stdout and not (tmp_path / 'run').exists()
+
+
+def test_a_misspelled_flag_stops_every_training_entry_point_naming_the_near_miss(small_data,
+                                                                                 tmp_path):
+    """The ModelArts boot file refuses a flag rebar_train does not take (the issue's --hparam,
+    which used to train the default model), naming it and the near miss, before anything is
+    copied or trained; the arguments ModelArts adds to every job (and --platform_args names) go
+    through. rebar_train itself and the ModelZoo launcher refuse unknown flags the same way."""
+    train_url = str(tmp_path / 'train_url')
+    boot = [sys.executable, '-u', os.path.join(ROOT, 'modelarts_entry.py'),
+            '--data_url=' + small_data, '--train_url=' + train_url, '--fast_start',
+            '--eval_freq=0', '--max_steps=2']
+    platform = ['--task_name=worker', '--world_size=1', '--rank', '0']
+    result = run_process(boot + platform + ['--hparam=model=SBNNVIL,n_hidden=8'])
+    assert result.returncode == 2, result.stderr[-2000:]
+    line, = [l for l in result.stderr.splitlines() if 'error' in l]
+    assert 'unknown flag --hparam (did you mean --hparams?)' in line
+    assert 'task_name' not in line and 'world_size' not in line and 'rank' not in line
+    assert 'Step ' not in result.stdout and not os.path.exists(train_url)
+    result = run_process(boot + ['--platform_args=num_gpus', '--num_gpus=1', '--max_step=5',
+                                 '--data_ur=x'])
+    assert result.returncode == 2
+    assert ('unknown flag --max_step (did you mean --max_steps?); unknown flag --data_ur (did '
+            'you mean --data_url?)') in result.stderr and 'num_gpus' not in result.stderr
+    result = run_process(train_command('--hparam=model=SBN', '--working_dir=' +
+                                       str(tmp_path / 'run')))
+    assert result.returncode != 0 and "Unknown command line flag 'hparam'" in result.stderr
+    assert 'hparams' in result.stderr.split("'hparam'")[1] and not (tmp_path / 'run').exists()
+    result = run_process(['bash', os.path.join(ROOT, 'scripts', 'train_performance_1p.sh'),
+                          '--data_path=' + small_data, '--output_path=' + str(tmp_path / 'out'),
+                          '--train_steps=2', '--fast_strat'],
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert result.returncode != 0 and "Unknown command line flag 'fast_strat'" in result.stderr
+    assert 'Final Performance' not in result.stdout
