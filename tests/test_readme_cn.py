@@ -368,6 +368,8 @@ def test_names_in_the_prose_exist(page):
     known_flags = set(driver_flag_names()) | set(modelzoo_params())
     for parser in own_parsers().values():
         known_flags |= flag_names(parser)
+    import modelarts_entry   # the arguments ModelArts adds, which the boot file accepts
+    known_flags |= set(modelarts_entry.MODELARTS_ARGS)
     for span in codes(prose(page)):
         first = span.split()[0]
         if first.startswith('--'):
