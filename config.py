@@ -6,7 +6,9 @@ valid run (unknown name, wrong type, n_layer < 1, temperature <= 0, unknown mode
 set) is refused with a `ValueError` before any graph is built.
 
 `task` is the objective (sbn: the ELBO of the whole image, sp: structured prediction of the bottom
-half); `dataset` names the images.  The reference's `task=omni` means the sbn objective on
+half); `dataset` names the images; `likelihood` is p(x | b_0): the reference's Bernoulli on binary
+pixels, or a Gaussian with a learned per-pixel variance on grey pixels in [-1, 1] (the double-CV
+and RODEO papers' non-binarized protocol; docs/models.md).  The reference's `task=omni` means the sbn objective on
 Omniglot and keeps working; `dataset_of(hparams)` gives the data set a run really uses.
 """
 from __future__ import absolute_import, division, print_function
@@ -24,11 +26,12 @@ MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDyna
 MULTI_SAMPLE_MODELS = ('SBNReinforceLOO',)
 TASKS = ('sbn', 'sp', 'omni')
 DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
+LIKELIHOODS = ('bernoulli', 'gaussian')
 
-# The reference's defaults, in the reference's order. The last three are ours (README, "Where we
+# The reference's defaults, in the reference's order. The last four are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
 # `reference_quadratic_cv` restores the released code's quadratic control variate; `dataset`
-# names the data set apart from the objective `task`.
+# names the data set apart from the objective `task`; `likelihood` chooses p(x | b_0).
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -48,6 +51,7 @@ DEFAULTS = collections.OrderedDict([
     ('sp_all_layers', False),
     ('reference_quadratic_cv', False),
     ('dataset', 'mnist'),
+    ('likelihood', 'bernoulli'),
 ])
 
 
@@ -137,6 +141,11 @@ def validate(hparams):
          % (hparams.dataset, ', '.join(DATASETS))),
         (hparams.task != 'omni' or hparams.dataset in ('mnist', 'omniglot'), _OMNI_CLASH
          % hparams.dataset),
+        (hparams.likelihood in LIKELIHOODS, 'likelihood=%s is unknown; valid likelihoods: %s.'
+         % (hparams.likelihood, ', '.join(LIKELIHOODS))),
+        (hparams.likelihood != 'gaussian' or not hparams.dynamic_b,
+         'likelihood=gaussian models the grey pixels themselves, so dynamic_b (binarizing each '
+         'batch) does not apply; fix: drop dynamic_b=true, or use likelihood=bernoulli.'),
         (hparams.n_layer >= 1, 'n_layer must be at least 1, got %d.' % hparams.n_layer),
         (hparams.n_hidden >= 1, 'n_hidden must be at least 1, got %d.' % hparams.n_hidden),
         (hparams.n_input >= 2 and (hparams.task != 'sp' or hparams.n_input % 2 == 0),
