@@ -48,9 +48,13 @@ def gaussian_log_likelihood(y, mean, variance):
 
 
 def floored_softplus(raw, floor):
-    """max(softplus(raw), floor): a positive parameter (a variance) that never falls below
-    `floor`; below it the gradient in raw is zero, as in the double-CV/RODEO authors' code."""
-    return tf.maximum(tf.nn.softplus(raw), floor)
+    """max(softplus(raw), floor) for `raw` of a static shape: a positive parameter (a variance)
+    that never falls below `floor`; below it the gradient in raw is zero, as in the
+    double-CV/RODEO authors' code. A select against a floor of raw's shape, not tf.maximum:
+    TF 1.15's gradient of a broadcast maximum has shapes unknown until run time."""
+    value = tf.nn.softplus(raw)
+    floors = tf.constant(np.full(raw.shape.as_list(), floor, np.float32))
+    return tf.where(value > floors, value, floors)
 
 
 def leave_one_out_centre(x):
