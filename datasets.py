@@ -28,6 +28,12 @@ own FASHION_SUBDIRS), in this order of preference:
     Fashion-MNIST     train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]
     Omniglot          omniglot_07-19-2017.mat, else chardata.mat
 
+`load_grey(dataset, data_dir)` is the form likelihood=gaussian trains on (the double-CV and RODEO
+papers' non-binarized data): no split binarized, each grey level x in [0, 1] mapped to x * 2 - 1
+in [-1, 1] (`signed_grey`). MNIST and Fashion-MNIST from their IDX files in DisARM's split
+(the binarized MNIST files and the bundled sample hold binary pixels only: refused), Omniglot
+from its .mat in the reference's split.
+
 Only the default data directory (`data_dir` None and no $REBAR_DATA_DIR) falls back to the
 bundled sample of 10,000 real digits (`data/mnist_sample.npy`) when it holds no MNIST, and says so
 on stderr; a directory the user named must hold the data set.  A missing or unusable file raises
@@ -158,6 +164,61 @@ def load_data(dataset, dynamic_b=False, data_dir=None, use_sample=False):
                                   _sample_text(dynamic_b), fix))
     _say(data.description)
     return data
+
+
+def load_grey(dataset, data_dir=None):
+    """The `Data` of `dataset` for likelihood=gaussian: every split grey, in [-1, 1].
+
+    MNIST and Fashion-MNIST: the IDX files, training images [:50,000] train and [50,000:60,000]
+    valid, the test images test (as the RODEO authors' code takes them); Omniglot: its .mat,
+    permuted with seed 123 and the last 1,345 held out (the reference's split; those authors'
+    code holds out the last 1,345 unpermuted). Raises DataError, naming the files and the fix,
+    when the grey images are not there; there is no fallback to the (binary) bundled sample.
+    """
+    if dataset not in DATASETS:
+        raise ValueError('Unknown data set %r; valid data sets: %s.'
+                         % (dataset, ', '.join(DATASETS)))
+    data_dir = config.DATA_DIR if data_dir is None else data_dir
+    fix = fix_command(dataset, data_dir)
+    if dataset == 'omniglot':
+        paths = [find_file(data_dir, (OMNIGLOT, OMNIGLOT_RAW))]
+        wanted = LOOKED_FOR['omniglot']
+    else:
+        subdirs = FASHION_SUBDIRS if dataset == 'fashion_mnist' else SUBDIRS
+        paths = [find_file(data_dir, IDX_TRAIN, subdirs), find_file(data_dir, IDX_TEST, subdirs)]
+        wanted = IDX_PATTERN
+    if not all(paths):
+        binary = (' (binarized MNIST and the bundled sample hold binary pixels only)'
+                  if dataset == 'mnist' else '')
+        raise DataError('likelihood=gaussian needs grey %s images%s: looked for %s in %s. '
+                        'Fix: %s, or use likelihood=bernoulli.'
+                        % (LABELS[dataset], binary, wanted, _where(data_dir, dataset), fix))
+    sources = _sources(dataset, paths, fix)
+    if dataset == 'omniglot':
+        splits = split_omniglot(*read_omniglot_mat(paths[0], fix), binarize=False)
+        split = ('the reference\'s split: permuted with seed %d, the last %s training images '
+                 'held out for validation' % (OMNIGLOT_SHUFFLE_SEED, _count(OMNIGLOT_VALIDATION)))
+    else:
+        train_all, test = [read_idx(path, fix) for path in paths]
+        if len(train_all) <= N_MNIST_TRAIN:
+            raise DataError('%s holds %s images; the split needs more than %s. Fix: %s'
+                            % (paths[0], _count(len(train_all)), _count(N_MNIST_TRAIN), fix))
+        splits = [x.astype(np.float32) / 255 for x in (
+            train_all[:N_MNIST_TRAIN], train_all[N_MNIST_TRAIN:N_MNIST_TRAIN + N_IDX_VALID], test)]
+        split = ('DisARM\'s split of the IDX files: train the first %s training images, valid '
+                 'the next %s, test the test images' % (_count(N_MNIST_TRAIN),
+                                                         _count(len(splits[1]))))
+    splits = [signed_grey(x) for x in splits]
+    description = '%s for likelihood=gaussian, grey x * 2 - 1 in [-1, 1], none binarized; %s' % (
+        dataset, split)
+    data = Data(*splits, sources=sources, description=_describe(description, splits, sources))
+    _say(data.description)
+    return data
+
+
+def signed_grey(images):
+    """Grey images in [0, 1] as x * 2 - 1, float32 in [-1, 1] (the Gaussian likelihood's form)."""
+    return np.asarray(images, np.float32) * 2 - 1
 
 
 def _sample_text(dynamic_b):
