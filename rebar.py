@@ -118,7 +118,9 @@ class Networks(object):
         return x[:, :self.n_in] - self.input_mean
 
     def variance(self):
-        """The Gaussian likelihood's per-pixel variance [n_output], never below the floor."""
+        """The Gaussian likelihood's per-pixel variance [n_output], never below the floor.
+        Built where it is used, so that inside the loop of several steps per call it reads the
+        variable as that step left it."""
         return U.floored_softplus(self.variance_raw, self.VARIANCE_FLOOR)
 
     def _image_log_likelihood(self, x, outputs):

@@ -1018,45 +1018,10 @@ def grey_digits(images, seed):
     return datasets.signed_grey(0.15 + 0.7 * images + 0.15 * rng.rand(*images.shape))
 
 
-def test_gaussian_likelihood_trains_and_its_checkpoint_restores_the_learned_variance(sample,
-                                                                                     tmp_path):
-    data = tuple(grey_digits(x[:n], i) for i, (x, n) in enumerate(zip(sample, (240, 20, 20))))
-    hp = config.parse_hparams('model=SBNDisARM,likelihood=gaussian,n_hidden=8')
-    options = rebar_train.make_options(hp, working_dir=str(tmp_path / 'run'), max_steps=30,
-                                       eval_freq=1, fast_start=True, seed=1, checkpoint_secs=0,
-                                       progress_secs=0)
-    out = io.StringIO()
-    trainer = rebar_train.Trainer(options, data=data, out=out, err=io.StringIO())
-    try:
-        assert trainer.train() == 30
-        with trainer.session.graph.as_default():
-            variables = tf.global_variables()
-        trained = dict(zip([v.op.name for v in variables], trainer.session.sess.run(variables)))
-    finally:
-        trainer.close()
-    hparams, entries = parse_reference_output(out.getvalue())
-    assert hparams['likelihood'] == 'gaussian'
-    assert steps_of(entries, 'Step') == [10, 20, 30] and steps_of(entries, 'Valid') == [10, 20, 30]
-    assert all(np.all(np.isfinite(e.values)) for e in entries)
-    raw = trained['model/p_x_variance_raw']
-    assert raw.shape == (784,) and np.all(raw != np.float32(-0.5))   # learned, per pixel
-    trainer = rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
-    try:   # a new process's trainer: fresh variables, then the checkpoint's
-        session = trainer.session
-        with session.graph.as_default():
-            variable = [v for v in tf.global_variables() if v.op.name == 'model/p_x_variance_raw']
-        session.initialize()
-        np.testing.assert_array_equal(session.sess.run(variable[0]), np.full(784, -0.5))
-        trainer.restore_latest()
-        np.testing.assert_array_equal(session.sess.run(variable[0]), raw)
-        assert trainer.step == 30
-    finally:
-        trainer.close()
-
-
 def test_gaussian_likelihood_through_the_command_line_resumes_after_sigkill(sample, tmp_path):
     """The reference's command line on a grey Omniglot file (chardata.mat), 7 steps a call:
-    killed after its checkpoint at step 20, it resumes there and finishes."""
+    killed after its checkpoint at step 20, it resumes there, evaluates and finishes; a new
+    trainer restores the learned variance from the last checkpoint over fresh values."""
     n_train = datasets.OMNIGLOT_VALIDATION + 200
     images = np.concatenate([sample[0], sample[1]])[:n_train + 20]
     grey = (grey_digits(images, 4) + 1) / 2
@@ -1066,7 +1031,7 @@ def test_gaussian_likelihood_through_the_command_line_resumes_after_sigkill(samp
     run_dir = str(tmp_path / 'run')
     common = ['--hparams=model=SBNDynamicRebar,likelihood=gaussian,dataset=omniglot,n_hidden=8,'
               'batch_size=20', '--data_dir=' + str(tmp_path), '--working_dir=' + run_dir,
-              '--eval_freq=0', '--checkpoint_steps=20', '--checkpoint_secs=0', '--fast_start',
+              '--eval_freq=2', '--checkpoint_steps=20', '--checkpoint_secs=0', '--fast_start',
               '--seed=3', '--steps_per_call=7', '--static_shapes=true']
     first = subprocess.Popen(train_command(*common + ['--max_steps=1000']),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -1092,4 +1057,23 @@ def test_gaussian_likelihood_through_the_command_line_resumes_after_sigkill(samp
     assert 'resumed from model.ckpt-20 at step 20' in second.stderr
     hparams, entries = parse_reference_output(second.stdout)
     assert hparams['likelihood'] == 'gaussian' and steps_of(entries, 'Step') == [30, 40]
-    assert all(np.isfinite(e.values[0]) for e in entries)
+    assert steps_of(entries, 'Valid') == steps_of(entries, 'Test') == [40]
+    assert all(np.all(np.isfinite(e.values)) for e in entries)
+    last = tf.train.load_variable(os.path.join(run_dir, 'model.ckpt-40'), 'model/p_x_variance_raw')
+    assert not np.array_equal(last, saved)   # trained on after the resumption
+
+    options = rebar_train.make_options(config.parse_hparams(common[0].split('=', 1)[1]),
+                                       working_dir=run_dir, data_dir=str(tmp_path),
+                                       max_steps=40, eval_freq=0, fast_start=True, seed=3)
+    trainer = rebar_train.Trainer(options, out=io.StringIO(), err=io.StringIO())
+    try:
+        session = trainer.session
+        with session.graph.as_default():
+            raw, = [v for v in tf.global_variables() if v.op.name == 'model/p_x_variance_raw']
+        np.testing.assert_array_equal(session.sess.run(raw), last)
+        session.initialize()
+        np.testing.assert_array_equal(session.sess.run(raw), np.full(784, -0.5, np.float32))
+        trainer.restore_latest()
+        np.testing.assert_array_equal(session.sess.run(raw), last)
+    finally:
+        trainer.close()
