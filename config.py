@@ -7,7 +7,9 @@ RANGES, unknown model, task or data set) is refused with a one-line `ValueError`
 value and the valid range, before any graph is built.
 
 `task` is the objective (sbn: the ELBO of the whole image, sp: structured prediction of the bottom
-half); `dataset` names the images.  The reference's `task=omni` means the sbn objective on
+half); `dataset` names the images; `likelihood` is p(x | b_0): the reference's Bernoulli on binary
+pixels, or a Gaussian with a learned per-pixel variance on grey pixels in [-1, 1] (the double-CV
+and RODEO papers' non-binarized protocol; docs/models.md).  The reference's `task=omni` means the sbn objective on
 Omniglot and keeps working; `dataset_of(hparams)` gives the data set a run really uses.
 """
 from __future__ import absolute_import, division, print_function
@@ -26,11 +28,12 @@ MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDyna
 MULTI_SAMPLE_MODELS = ('SBNReinforceLOO',)
 TASKS = ('sbn', 'sp', 'omni')
 DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
+LIKELIHOODS = ('bernoulli', 'gaussian')
 
-# The reference's defaults, in the reference's order. The last three are ours (README, "Where we
+# The reference's defaults, in the reference's order. The last four are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
 # `reference_quadratic_cv` restores the released code's quadratic control variate; `dataset`
-# names the data set apart from the objective `task`.
+# names the data set apart from the objective `task`; `likelihood` chooses p(x | b_0).
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -50,6 +53,7 @@ DEFAULTS = collections.OrderedDict([
     ('sp_all_layers', False),
     ('reference_quadratic_cv', False),
     ('dataset', 'mnist'),
+    ('likelihood', 'bernoulli'),
 ])
 
 
@@ -169,6 +173,11 @@ def validate(hparams):
         (hparams.task != 'sp' or hparams.n_input % 2 == 0,
          'n_input must be even for task=sp (it predicts the bottom half), got %d.'
          % hparams.n_input),
+        (hparams.likelihood in LIKELIHOODS, 'likelihood=%s is unknown; valid likelihoods: %s.'
+         % (hparams.likelihood, ', '.join(LIKELIHOODS))),
+        (hparams.likelihood != 'gaussian' or not hparams.dynamic_b,
+         'likelihood=gaussian models the grey pixels themselves, so dynamic_b (binarizing each '
+         'batch) does not apply; fix: drop dynamic_b=true, or use likelihood=bernoulli.'),
         (hparams.n_samples >= 2 or hparams.model not in MULTI_SAMPLE_MODELS,
          'model=%s centres each sample on the other samples of its image, so it needs '
          'n_samples of at least 2, got %d; fix: pass n_samples=2 (or more).'

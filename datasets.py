@@ -38,6 +38,12 @@ naming the file and the directory, instead of being borrowed from another direct
 file of the same name may belong to another data set.  Two splits holding identical images (one
 file given three times) are refused too.
 
+`load_grey(dataset, data_dir)` is the form likelihood=gaussian trains on (the double-CV and RODEO
+papers' non-binarized data): no split binarized, each grey level x in [0, 1] mapped to x * 2 - 1
+in [-1, 1] (`signed_grey`). MNIST and Fashion-MNIST from their IDX files in DisARM's split
+(the binarized MNIST files and the bundled sample hold binary pixels only: refused), Omniglot
+from its .mat in the reference's split.
+
 Only the default data directory (`data_dir` None and no $REBAR_DATA_DIR) falls back to the
 bundled sample of 10,000 real digits (`data/mnist_sample.npy`) when it holds no MNIST, and says so
 on stderr; a directory the user named must hold the data set.  A missing or unusable file raises
@@ -183,6 +189,54 @@ def _refuse_identical_splits(data, dataset, fix):
                                ', '.join(s.path for s in data.sources) or 'the arrays', fix))
 
 
+def load_grey(dataset, data_dir=None):
+    """The `Data` of `dataset` for likelihood=gaussian: every split grey, in [-1, 1].
+
+    MNIST and Fashion-MNIST: the IDX pair from one place, in DisARM's split (`read_idx_splits`,
+    as the RODEO authors' code takes them); Omniglot: its .mat, permuted with seed 123 and the
+    last 1,345 held out (the reference's split; those authors' code holds out the last 1,345
+    unpermuted). Raises DataError, naming the files and the fix, when the grey images are not
+    there; there is no fallback to the (binary) bundled sample.
+    """
+    if dataset not in DATASETS:
+        raise ValueError('Unknown data set %r; valid data sets: %s.'
+                         % (dataset, ', '.join(DATASETS)))
+    data_dir = config.DATA_DIR if data_dir is None else data_dir
+    fix = fix_command(dataset, data_dir)
+    if dataset == 'omniglot':
+        path = find_file(data_dir, (OMNIGLOT, OMNIGLOT_RAW))
+        data = None
+        if path:
+            splits = split_omniglot(*read_omniglot_mat(path, fix), binarize=False)
+            sources = _sources(dataset, [path], fix)
+            data = Data(*splits, sources=sources, description=_describe(
+                'omniglot, the reference\'s split: permuted with seed %d, the last %s training '
+                'images held out for validation; none binarized'
+                % (OMNIGLOT_SHUFFLE_SEED, _count(OMNIGLOT_VALIDATION)), splits, sources))
+        wanted = LOOKED_FOR['omniglot']
+    else:
+        subdirs = FASHION_SUBDIRS if dataset == 'fashion_mnist' else SUBDIRS
+        data = read_idx_splits(dataset, data_dir, subdirs, False, fix, required=False,
+                               binarize=False)
+        wanted = IDX_PATTERN
+    if data is None:
+        binary = (' (binarized MNIST and the bundled sample hold binary pixels only)'
+                  if dataset == 'mnist' else '')
+        raise DataError('likelihood=gaussian needs grey %s images%s: looked for %s in %s. '
+                        'Fix: %s, or use likelihood=bernoulli.'
+                        % (LABELS[dataset], binary, wanted, _where(data_dir, dataset), fix))
+    data = Data(*[signed_grey(x) for x in data], sources=data.sources,
+                description='For likelihood=gaussian, grey x * 2 - 1 in [-1, 1]: '
+                + data.description)
+    _say(data.description)
+    return data
+
+
+def signed_grey(images):
+    """Grey images in [0, 1] as x * 2 - 1, float32 in [-1, 1] (the Gaussian likelihood's form)."""
+    return np.asarray(images, np.float32) * 2 - 1
+
+
 def _sample_text(dynamic_b):
     return 'the bundled sample of %s real digits (%s%s)' % (
         _count(sum(SAMPLE_SPLITS)), '/'.join(_count(n) for n in SAMPLE_SPLITS),
@@ -237,9 +291,10 @@ def read_fashion_mnist(data_dir, dynamic_b):
                            fix_command('fashion_mnist', data_dir), required=False)
 
 
-def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True):
+def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True, binarize=True):
     """DisARM's split of the IDX files: training images [:50,000] train, [50,000:60,000] valid;
-    test images test.  Grey train with dynamic_b, else every split binarized once (module doc)."""
+    test images test.  Grey train with dynamic_b, else every split binarized once (module doc);
+    every split grey in [0, 1] without `binarize`."""
     paths = find_together(data_dir, [IDX_TRAIN, IDX_TEST], subdirs, fix,
                           '%s needs both IDX image files, %s, in one directory'
                           % (dataset, IDX_PATTERN))
@@ -258,6 +313,11 @@ def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True):
     splits = [train_all[:N_MNIST_TRAIN], train_all[N_MNIST_TRAIN:N_MNIST_TRAIN + N_IDX_VALID],
               test]
     grey = [x.astype(np.float32) / 255 for x in splits]
+    if not binarize:
+        description = ('%s from the IDX files in DisARM\'s split: train the first %s training '
+                       'images, valid the next %s, test the test images; none binarized'
+                       % (dataset, _count(len(grey[0])), _count(len(grey[1]))))
+        return Data(*grey, sources=sources, description=_describe(description, grey, sources))
     splits = [x if i == 0 and dynamic_b else fixed_binarization(x, IDX_BINARIZE_SEEDS[i])
               for i, x in enumerate(grey)]
     description = ('%s from the IDX files in DisARM\'s split: train the first %s training '
@@ -325,14 +385,18 @@ def _describe(what, splits, sources):
         ', '.join(source.path for source in sources))
 
 
-def split_omniglot(train, test, dynamic_b=False):
+def split_omniglot(train, test, dynamic_b=False, binarize=True):
     """The reference's Omniglot preprocessing of [N, 784] column-major images in [0, 1]: binarized
     once with seed 5 (train, then test), the training set permuted with seed 123 and its last
     1,345 images held out for validation.  With `dynamic_b` the training split holds the same
     images grey (the driver binarizes each batch as it is drawn) while valid and test are the
     binarized ones, the same images as without `dynamic_b` (the reference kept them grey too,
-    which scores grey images under a Bernoulli likelihood: README, where we differ)."""
+    which scores grey images under a Bernoulli likelihood: README, where we differ).  Without
+    `binarize` every split stays grey (likelihood=gaussian), in the same split."""
     train, test = _row_major(train), _row_major(test)
+    if not binarize:
+        train = train[np.random.RandomState(OMNIGLOT_SHUFFLE_SEED).permutation(len(train))]
+        return train[:-OMNIGLOT_VALIDATION], train[-OMNIGLOT_VALIDATION:], test
     # One stream for both sets, train first, compared in float32: the reference's numbers.
     rng = np.random.RandomState(OMNIGLOT_BINARIZE_SEED)
     binary_train = (rng.random_sample(train.shape) < train).astype(np.float32)

@@ -45,12 +45,26 @@ class Networks(object):
 
     A transformation is one dense layer, preceded by two tanh layers of n_hidden when
     `nonlinear`. Inputs of every layer but the first recognition layer are samples in +-1 form.
+
+    p(x | b_0), by `likelihood`: `bernoulli` (the reference's), logits = the transformation +
+    the logit of the training mean; `gaussian` (pixels in [-1, 1]), N(x_j; m_j, s2_j) with mean
+    m = the transformation + the training mean (ours: the Gaussian counterpart of the reference's
+    output bias; the double-CV/RODEO authors' code starts it at 0), and a learned per-pixel
+    variance s2_j = max(softplus(r_j), VARIANCE_FLOOR), r_j started at -0.5, a model variable
+    trained with the decoder (as in those authors' code).
     """
+
+    VARIANCE_FLOOR = 1e-3
+    VARIANCE_RAW_INIT = -0.5
 
     def __init__(self, hparams, mean_xs):
         self.hparams = hparams
         mean_xs = np.asarray(mean_xs, np.float32).reshape([hparams.n_input])
-        train_bias = -np.log(1.0 / np.clip(mean_xs, 0.001, 0.999) - 1.0).astype(np.float32)
+        self.gaussian = hparams.likelihood == 'gaussian'
+        if self.gaussian:
+            train_bias = mean_xs
+        else:
+            train_bias = -np.log(1.0 / np.clip(mean_xs, 0.001, 0.999) - 1.0).astype(np.float32)
         self.mean_xs = mean_xs
         self.conditional = hparams.task == 'sp'
         if self.conditional:   # predict the bottom half of the image from its top half
@@ -70,6 +84,10 @@ class Networks(object):
                 self.q_logits(i, tf.zeros([1, n_in]))
             for i in reversed(self._generative_layers()):
                 self.p_logits(i, tf.zeros([1, hparams.n_hidden]))
+            if self.gaussian:   # after the reference's variables, keeping their order
+                self.variance_raw = tf.get_variable(
+                    'p_x_variance_raw', [self.n_output], tf.float32,
+                    tf.constant_initializer(self.VARIANCE_RAW_INIT), use_resource=True)
         self.variables = tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES,
                                            self._scope.name + '/')
 
@@ -99,6 +117,19 @@ class Networks(object):
         """The centred (top half of the) image seen by q's first layer."""
         return x[:, :self.n_in] - self.input_mean
 
+    def variance(self):
+        """The Gaussian likelihood's per-pixel variance [n_output], never below the floor.
+        Built where it is used, so that inside the loop of several steps per call it reads the
+        variable as that step left it."""
+        return U.floored_softplus(self.variance_raw, self.VARIANCE_FLOOR)
+
+    def _image_log_likelihood(self, x, outputs):
+        """log p(x | b_0) [N] from the bottom transformation's `outputs` [N, n_output]."""
+        parameter = tf.nn.bias_add(outputs, self.output_bias)
+        if self.gaussian:
+            return U.gaussian_log_likelihood(x, parameter, self.variance())
+        return U.bernoulli_log_likelihood(x, parameter)
+
     def log_p_terms(self, x, samples, start=0):
         """The terms of log p(x, b) that involve a layer >= start: log p(b_{i-1} | b_i) for
         i >= start (b_{-1} = x), then the prior log p(b_{L-1}). For sp, the one term
@@ -106,14 +137,12 @@ class Networks(object):
         if self.conditional:
             logits = tf.add_n([self.p_logits(i, 2.0 * samples[i] - 1.0)
                                for i in self._generative_layers()])
-            return [U.bernoulli_log_likelihood(x[:, self.n_in:],
-                                               tf.nn.bias_add(logits, self.output_bias))]
+            return [self._image_log_likelihood(x[:, self.n_in:], logits)]
         terms = []
         for i in range(start, self.hparams.n_layer):
             logits = self.p_logits(i, 2.0 * samples[i] - 1.0)
             if i == 0:
-                terms.append(U.bernoulli_log_likelihood(
-                    x, tf.nn.bias_add(logits, self.output_bias)))
+                terms.append(self._image_log_likelihood(x, logits))
             else:
                 terms.append(U.bernoulli_log_likelihood(samples[i - 1], logits))
         return terms + [U.bernoulli_log_likelihood(samples[-1], self.prior[None, :])]

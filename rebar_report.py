@@ -33,6 +33,7 @@ import os
 import re
 import sys
 
+import config
 import presets
 import records
 import rundir
@@ -322,11 +323,23 @@ def plot(out_dir, figure, title, panels):
     return figure
 
 
+def data_text(runs):
+    """The data sets and likelihoods the runs trained on, from their hparams.json (a run from
+    before an hparam existed has its default), e.g. 'mnist with the bernoulli likelihood'."""
+    seen = []
+    for run in runs:
+        hp = dict(config.DEFAULTS, **(rundir.RunDir(run.path).read_hparams() or {}))
+        dataset = 'omniglot' if hp['task'] == 'omni' else hp['dataset']
+        seen.append('%s with the %s likelihood' % (dataset, hp['likelihood']))
+    return '; '.join(ordered(seen))
+
+
 def write_index(out_dir, directory, runs, table_text, figures):
     lines = ['# Report: %s' % os.path.basename(os.path.abspath(directory)), '',
-             '%d runs, %d configurations, estimators: %s.'
+             '%d runs, %d configurations, estimators: %s. Data: %s.'
              % (len(runs), len(ordered(r.row for r in runs)),
-                ', '.join(ordered(r.column for r in runs))), '', '## Final numbers', '',
+                ', '.join(ordered(r.column for r in runs)), data_text(runs)), '',
+             '## Final numbers', '',
              table_text, '## Curves', '']
     for figure in figures:
         title = [t for f, t, _ in FIGURES if f == figure][0]

@@ -443,7 +443,9 @@ class Trainer(object):
         backend = device.choose(o.device, o.precision_mode, o.fast_start, log=self.note,
                                 threads=o.threads)
         if data is None:
-            data = datasets.load_data(config.dataset_of(hp), hp.dynamic_b, o.data_dir)
+            data = (datasets.load_grey(config.dataset_of(hp), o.data_dir)
+                    if hp.likelihood == 'gaussian'
+                    else datasets.load_data(config.dataset_of(hp), hp.dynamic_b, o.data_dir))
         self.data_sources = _describe_data(data)
         check_data_matches(hp, data, getattr(data, 'description', 'the data given'))
         self.train_xs, self.valid_xs, self.test_xs = data

@@ -1,6 +1,8 @@
 """Hyperparameters: the reference's defaults, typed parsing, and refusals before any graph."""
 from __future__ import absolute_import, division, print_function
 
+import json
+
 import pytest
 
 import config
@@ -13,7 +15,7 @@ def test_defaults_are_the_references():
                     learning_rate=0.001, temperature=0.5, n_samples=1, batch_size=24, trial=1,
                     muprop_relaxation=True, dynamic_b=False, quadratic=True, beta2=0.99999,
                     task='sbn', sp_all_layers=False, reference_quadratic_cv=False,
-                    dataset='mnist')
+                    dataset='mnist', likelihood='bernoulli')
     assert dict(hp.values()) == expected
 
 
@@ -47,6 +49,8 @@ def test_parsing_types_values_by_their_default():
     ('task=omni,dataset=mnist', ['task=omni', 'dataset=mnist', 'task=sbn']),
     ('dataset=mnist,task=omni', ['task=omni', 'dataset=mnist']),
     ('model', ['name=value']),
+    ('likelihood=poisson', ['likelihood=poisson', 'bernoulli, gaussian']),
+    ('likelihood=gaussian,dynamic_b=true', ['likelihood=gaussian', 'dynamic_b', 'fix: drop']),
 ])
 def test_bad_hparams_are_refused_with_a_message_naming_the_problem(spec, words):
     with pytest.raises(ValueError) as err:
@@ -106,7 +110,6 @@ def test_bad_values_are_refused_before_any_graph_is_built(graph):
 
 
 def test_round_trip_through_json():
-    import json
     hp = config.parse_hparams('model=SBNMuProp,n_layer=3')
     assert config.HParams(**json.loads(hp.to_json())) == hp
 
@@ -124,7 +127,8 @@ def test_dataset_is_separate_from_the_objective(spec, task, dataset):
     hp = config.parse_hparams(spec)
     assert config.dataset_of(hp) == dataset
     assert (hp.task if hp.task != 'omni' else 'sbn') == task
-    assert list(hp.values())[-1] == 'dataset'  # after the reference's names
+    names = list(hp.values())
+    assert names.index('dataset') > names.index('beta2')  # after the reference's names
 
 
 def test_dataset_names_live_in_config_and_task_omni_round_trips():
@@ -137,3 +141,15 @@ def test_dataset_names_live_in_config_and_task_omni_round_trips():
         config.HParams(task='omni', dataset='fashion_mnist')
     with pytest.raises(ValueError, match='task=omni means'):
         config.parse_hparams('dataset=mnist', base=hp)  # an explicit clash on top of a base
+
+
+@pytest.mark.parametrize('spec, likelihood', [
+    ('', 'bernoulli'),
+    ('likelihood=gaussian', 'gaussian'),
+    ('likelihood=gaussian,dataset=fashion_mnist,model=SBNDisARM', 'gaussian'),
+    ('likelihood=gaussian,task=omni', 'gaussian'),
+])
+def test_likelihood_defaults_to_the_references_bernoulli(spec, likelihood):
+    hp = config.parse_hparams(spec)
+    assert hp.likelihood == likelihood
+    assert config.HParams(**json.loads(hp.to_json())) == hp

@@ -708,3 +708,53 @@ def test_a_split_from_another_data_set_is_never_borrowed_from_another_directory(
     with pytest.raises(datasets.DataError, match='identical') as error:
         datasets.load_data('mnist', data_dir=str(amat))
     assert 'train' in str(error.value) and 'valid' in str(error.value)
+
+
+# ---- the grey form of likelihood=gaussian -------------------------------------------------------
+
+@pytest.mark.parametrize('dataset, layout', [('fashion_mnist', 'fashion-mnist'), ('mnist', '')])
+def test_grey_form_maps_every_split_to_minus_one_to_one_unbinarized(tmp_path, small_split,
+                                                                    capsys, dataset, layout):
+    """DisARM's split as the binary forms have it, but every split x / 255 * 2 - 1."""
+    train, test = indexed_images(12), indexed_images(3, offset=100)
+    train[0, 1:3], test[0, 1:3] = (0, 255), (0, 255)   # black and white reach -1 and 1
+    write_idx_pair(str(tmp_path / layout), train, test)
+    data = datasets.load_grey(dataset, data_dir=str(tmp_path))
+    for got, want in zip(data, (train[:6], train[6:10], test)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want.astype(np.float64) / 255 * 2 - 1, atol=1e-6)
+    assert data.train.min() == -1 and data.train.max() == 1
+    assert len(np.unique(data.valid)) > 2   # grey, not binarized
+    line, = capsys.readouterr().err.splitlines()
+    assert 'likelihood=gaussian' in line and '[-1, 1]' in line and data.sources[1].path in line
+
+
+def test_grey_form_of_omniglot_keeps_the_references_split(tmp_path):
+    rng = np.random.RandomState(6)
+    n_train = datasets.OMNIGLOT_VALIDATION + 7
+    train, test = rng.random_sample((n_train, 28, 28)), rng.random_sample((4, 28, 28))
+    save_chardata(str(tmp_path / datasets.OMNIGLOT_RAW), train, test)
+    data = datasets.load_grey('omniglot', data_dir=str(tmp_path))
+    permuted = train.reshape(n_train, 784)[np.random.RandomState(123).permutation(n_train)]
+    np.testing.assert_allclose(data.train, permuted[:7] * 2 - 1, atol=1e-6)
+    np.testing.assert_allclose(data.valid, permuted[7:] * 2 - 1, atol=1e-6)
+    np.testing.assert_allclose(data.test, test.reshape(4, 784) * 2 - 1, atol=1e-6)
+
+
+def test_grey_form_refuses_binary_only_data_in_one_line(tmp_path, amat_dir):
+    """Larochelle's files (and the bundled sample) are binary: nothing grey to model."""
+    for dataset, directory, fix in (('mnist', amat_dir, MNIST_FIX),
+                                    ('omniglot', str(tmp_path), OMNI_FIX),
+                                    ('fashion_mnist', str(tmp_path), 'fashion_mnist')):
+        with pytest.raises(datasets.DataError) as error:
+            datasets.load_grey(dataset, data_dir=directory)
+        message = str(error.value)
+        assert '\n' not in message and 'likelihood=gaussian needs grey' in message
+        assert fix in message and 'likelihood=bernoulli' in message
+        assert ('binary pixels only' in message) == (dataset == 'mnist')
+
+
+def test_signed_grey_is_twice_the_grey_level_less_one():
+    grey = np.array([[0.0, 0.25, 0.5, 1.0]])
+    np.testing.assert_array_equal(datasets.signed_grey(grey), [[-1.0, -0.5, 0.0, 1.0]])
+    assert datasets.signed_grey(grey).dtype == np.float32

@@ -39,6 +39,8 @@ NETWORKS = {
     'linear-2': 'n_layer=2',
     'nonlinear-1': 'n_layer=1,nonlinear=true',
     'nonlinear-2': 'n_layer=2,nonlinear=true',
+    # the Gaussian likelihood changes f only: one architecture shows every estimator still exact
+    'linear-1-gaussian': 'n_layer=1,likelihood=gaussian',
 }
 UNBIASED = {
     'SBN': 'model=SBN',
@@ -65,10 +67,11 @@ def _compare_with_exact(spec, perturbed_too=True, seed=0, samples=SAMPLES):
     SAMPLES // samples copies of the images with `samples` samples each.
     """
     import estimator_checks as C
-    data = C.tiny_data()
+    spec = '%s,%s,batch_size=%d,n_samples=%d' % (spec, C.TINY, IMAGES * (SAMPLES // samples),
+                                                 samples)
+    data = C.tiny_data(likelihood=config.parse_hparams(spec).likelihood)
     xs = np.tile(data[:IMAGES], [SAMPLES // samples, 1])
-    model = C.build('%s,%s,batch_size=%d,n_samples=%d' % (spec, C.TINY, len(xs), samples),
-                    data.mean(0), static_shapes=True)
+    model = C.build(spec, data.mean(0), static_shapes=True)
     assert C.unknown_dimensions(C.training_fetches(model)) == []   # the NPU build is static
     exact = C.exact_loss_gradient(model, data[:IMAGES])   # the mean over xs' copies
     rng = np.random.RandomState(seed)
@@ -551,6 +554,38 @@ def test_hard_pass_elbo_and_sbn_report_match_numpy(graph, task):
     centred = expected - (expected.sum() - expected) / 9
     np.testing.assert_allclose(report, [expected.mean(), np.sqrt(np.mean(centred ** 2))],
                                rtol=1e-5)
+
+
+def test_gaussian_hard_pass_elbo_matches_scipy_and_its_variance_floor_holds(graph):
+    """likelihood=gaussian: log N(x; p_0 output + training mean, max(softplus(r), 1e-3)) per
+    pixel, r started at -0.5; at very negative r the variance sits on the floor."""
+    import scipy.stats
+    import estimator_checks as C
+    rng = np.random.RandomState(11)
+    data = rng.uniform(-1, 1, (10, 8)).astype(np.float32)
+    mean_xs = data.mean(0)
+    model = C.build('model=SBN,likelihood=gaussian,n_input=8,n_hidden=4,batch_size=10', mean_xs)
+    feed = C.noise_feed(model, 10, rng)
+    feed[model.x] = data
+    with _session() as sess:
+        raw = model.nets.variance_raw
+        np.testing.assert_array_equal(sess.run(raw), np.full(8, -0.5, np.float32))
+        for r in (rng.randn(8), np.full(8, -50.0), np.full(8, -1e4)):
+            raw.load(r.astype(np.float32), sess)
+            w = {v.op.name[len('model/'):]: sess.run(v) for v in model.variables}
+            elbo, variance = sess.run((model.train.passes.hard.elbo, model.nets.variance()),
+                                      feed)
+            expected_variance = np.maximum(np.logaddexp(0, r), 1e-3)
+            np.testing.assert_allclose(variance, expected_variance, rtol=1e-6)
+            assert np.all(variance >= np.float32(1e-3))
+            a = data - mean_xs
+            a = a.dot(w['q_0/weights']) + w['q_0/biases']
+            u = feed[model.noise[0]]
+            b = (a + np.log(u) - np.log1p(-u) > 0).astype(np.float64)
+            mean = (2 * b - 1).dot(w['p_0/weights']) + w['p_0/biases'] + mean_xs
+            expected = (scipy.stats.norm.logpdf(data, mean, np.sqrt(expected_variance)).sum(1)
+                        + _np_ll(b, w['p_prior'][None, :]) - _np_ll(b, a))
+            np.testing.assert_allclose(elbo, expected, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize('muprop_relaxation', [True, False])

@@ -116,6 +116,20 @@ def test_figures_are_valid_images(runs_dir):
     for figure in ('elbo', 'grad_variance', 'temperature'):
         assert '](%s.png)' % figure in index
     assert '| configuration | SBN | SBNDynamicRebar |' in index
+    assert 'Data: mnist with the bernoulli likelihood.' in index   # hparams.json without either
+
+
+def test_the_index_names_each_data_set_and_likelihood(tmp_path):
+    rng = np.random.RandomState(1)
+    for i, extra in enumerate([{}, {'likelihood': 'gaussian', 'dataset': 'fashion_mnist'},
+                               {'likelihood': 'gaussian', 'task': 'omni'}]):
+        write_run(str(tmp_path / ('run%d' % i)), dict({'model': 'SBN', 'seed': 1}, **extra), rng)
+    assert rebar_report.main([str(tmp_path)]) == 0
+    with open(str(tmp_path / 'report' / 'index.md')) as f:
+        index = f.read()
+    assert ('Data: mnist with the bernoulli likelihood; fashion_mnist with the gaussian '
+            'likelihood; omniglot with the gaussian likelihood.') in index
+    assert 'likelihood=gaussian' in index   # and the rows of the table tell them apart
 
 
 @pytest.mark.parametrize('figure,field', [('elbo', 'elbo'), ('grad_variance', None),

@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 import pytest
+import scipy.io
 
 import config
 import datasets
@@ -1082,3 +1083,71 @@ def test_a_misspelled_flag_stops_every_training_entry_point_naming_the_near_miss
                          env=dict(os.environ, PYTHON=sys.executable))
     assert result.returncode != 0 and "Unknown command line flag 'fast_strat'" in result.stderr
     assert 'Final Performance' not in result.stdout
+
+
+# -- likelihood=gaussian: grey digits in [-1, 1] ---------------------------------------------------
+def grey_digits(images, seed):
+    """Real digits made grey (a binary pixel b becomes 0.15 + 0.7 b + 0.15 u), as x * 2 - 1."""
+    rng = np.random.RandomState(seed)
+    return datasets.signed_grey(0.15 + 0.7 * images + 0.15 * rng.rand(*images.shape))
+
+
+def test_gaussian_likelihood_through_the_command_line_resumes_after_sigkill(sample, tmp_path):
+    """The reference's command line on a grey Omniglot file (chardata.mat), 7 steps a call:
+    killed after its checkpoint at step 20, it resumes there, evaluates and finishes; a new
+    trainer restores the learned variance from the last checkpoint over fresh values."""
+    n_train = datasets.OMNIGLOT_VALIDATION + 200
+    images = np.concatenate([sample[0], sample[1]])[:n_train + 20]
+    grey = (grey_digits(images, 4) + 1) / 2
+    columns = lambda x: np.stack([im.reshape(28, 28).flatten(order='F') for im in x], axis=1)
+    scipy.io.savemat(str(tmp_path / 'chardata.mat'), {'data': columns(grey[:n_train]),
+                                                      'testdata': columns(grey[n_train:])})
+    run_dir = str(tmp_path / 'run')
+    common = ['--hparams=model=SBNDynamicRebar,likelihood=gaussian,dataset=omniglot,n_hidden=8,'
+              'batch_size=20', '--data_dir=' + str(tmp_path), '--working_dir=' + run_dir,
+              '--eval_freq=2', '--checkpoint_steps=20', '--checkpoint_secs=0', '--fast_start',
+              '--seed=3', '--steps_per_call=7', '--static_shapes=true']
+    first = subprocess.Popen(train_command(*common + ['--max_steps=1000']),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True)
+    watchdog = threading.Timer(300, first.kill)   # never hang the suite
+    watchdog.start()
+    err = []
+    for line in first.stderr:
+        err.append(line)
+        if 'checkpoint model.ckpt-20 saved' in line:
+            first.send_signal(signal.SIGKILL)
+            break
+    first.stderr.close()
+    first.stdout.close()
+    watchdog.cancel()
+    assert first.wait(timeout=60) == -signal.SIGKILL, ''.join(err)[-2000:]
+    assert any('likelihood=gaussian' in line and '[-1, 1]' in line for line in err)
+    saved = tf.train.load_variable(os.path.join(run_dir, 'model.ckpt-20'),
+                                   'model/p_x_variance_raw')
+    assert saved.shape == (784,) and np.all(saved != np.float32(-0.5))
+    second = run_process(train_command(*common + ['--max_steps=40']))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert 'resumed from model.ckpt-20 at step 20' in second.stderr
+    hparams, entries = parse_reference_output(second.stdout)
+    assert hparams['likelihood'] == 'gaussian' and steps_of(entries, 'Step') == [30, 40]
+    assert steps_of(entries, 'Valid') == steps_of(entries, 'Test') == [40]
+    assert all(np.all(np.isfinite(e.values)) for e in entries)
+    last = tf.train.load_variable(os.path.join(run_dir, 'model.ckpt-40'), 'model/p_x_variance_raw')
+    assert not np.array_equal(last, saved)   # trained on after the resumption
+
+    options = rebar_train.make_options(config.parse_hparams(common[0].split('=', 1)[1]),
+                                       working_dir=run_dir, data_dir=str(tmp_path),
+                                       max_steps=40, eval_freq=0, fast_start=True, seed=3)
+    trainer = rebar_train.Trainer(options, out=io.StringIO(), err=io.StringIO())
+    try:
+        session = trainer.session
+        with session.graph.as_default():
+            raw, = [v for v in tf.global_variables() if v.op.name == 'model/p_x_variance_raw']
+        np.testing.assert_array_equal(session.sess.run(raw), last)
+        session.initialize()
+        np.testing.assert_array_equal(session.sess.run(raw), np.full(784, -0.5, np.float32))
+        trainer.restore_latest()
+        np.testing.assert_array_equal(session.sess.run(raw), last)
+    finally:
+        trainer.close()
