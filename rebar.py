@@ -847,9 +847,8 @@ class Model(object):
 
     def keyed_uniform(self, shape, stream):
         """Uniform noise of `shape`: with `noise_seed`, a function of (noise_seed, stream)
-        alone, `stream` an int64 scalar (`training_noise_stream`, `eval_noise_stream`,
-        session.binarization_stream; distinct streams are independent); otherwise drawn by
-        TensorFlow's generator."""
+        alone, `stream` an int64 scalar (`training_noise_stream`, `eval_noise_stream`;
+        distinct streams are independent); otherwise drawn by TensorFlow's generator."""
         if self.noise_seed is None:
             return tf.random_uniform(shape)
         return tf.random.stateless_uniform(
@@ -877,9 +876,11 @@ class Model(object):
         without noise: an evaluation's, keyed by the global step and `eval_key`; in the
         flexible build also the training step's, keyed by the step when `eval_key` is not
         fed."""
-        n_layer, s = self.hparams.n_layer, self.global_step.read_value()
+        n_layer = self.hparams.n_layer
         shape = ([] if groups is None else [groups]) + [rows, self.hparams.n_hidden]
-        noise = []
+        if self.noise_seed is None:
+            return [tf.random_uniform(shape) for _ in range(n_layer)]
+        s, noise = self.global_step.read_value(), []
         for l in range(n_layer):
             stream = eval_noise_stream(s, tf.maximum(self.eval_key, 0), l, n_layer)
             if not self.static_shapes:
