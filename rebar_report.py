@@ -311,7 +311,7 @@ def series(run, figure):
     return {run.column: (steps, values)} if steps else {}
 
 
-BAND = '± 1 standard error of the mean over seeds'
+BAND = '± 1 standard error of the mean'
 
 
 def figure_data(runs, figure):
@@ -352,7 +352,8 @@ def draw(title, panels):
     n = len(panels)
     ncols = min(3, n)
     nrows = int(math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows + 0.4),
+    top = 0.6   # inches for the title
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows + top),
                              squeeze=False)
     for ax, panel in zip([a for row in axes for a in row], panels):
         for line in panel['lines']:
@@ -371,9 +372,9 @@ def draw(title, panels):
     for ax in [a for row in axes for a in row][n:]:
         ax.set_visible(False)
     banded = any(line['band'] for panel in panels for line in panel['lines'])
-    fig.suptitle('%s: mean over seeds%s' % (title, ', band ' + BAND if banded else ''),
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3.6 * nrows + 0.4)))
+    fig.suptitle('%s\nline: mean over seeds%s' % (title, '; band: ' + BAND if banded else ''),
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / (3.6 * nrows + top)))
     return fig
 
 

@@ -268,7 +268,8 @@ def test_curves_of_several_seeds_show_their_spread_and_say_which(runs_dir):
     panels = rebar_report.figure_data(runs, 'elbo')
     fig = rebar_report.draw('training ELBO', panels)
     try:
-        assert 'band ± 1 standard error of the mean over seeds' in fig._suptitle.get_text()
+        assert 'line: mean over seeds; band: ± 1 standard error of the mean' in \
+            fig._suptitle.get_text()
         axes = [ax for ax in fig.axes if ax.get_visible()]
         assert len(axes) == len(panels)
         for ax, panel in zip(axes, panels):
@@ -296,4 +297,4 @@ def test_curves_of_several_seeds_show_their_spread_and_say_which(runs_dir):
         import matplotlib.pyplot as plt
         plt.close(fig)
     with open(os.path.join(runs_dir, 'report', 'elbo.json')) as f:
-        assert json.load(f)['band'] == '± 1 standard error of the mean over seeds'
+        assert json.load(f)['band'] == '± 1 standard error of the mean'
