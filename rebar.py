@@ -661,6 +661,25 @@ ESTIMATORS = collections.OrderedDict([
 EVAL_GROUP = 5       # images per evaluation call (the reference's groups of 5)
 EVAL_SAMPLES = 100   # samples per image of the importance-weighted bound
 
+# A seeded run's noise streams (`Model.keyed_uniform`): the second word of the stateless
+# generator's seed, a distinct one for every draw, so that no two draws share numbers and each
+# is a function of the step and its use alone. Training noise: even, >= 0; a batch's dynamic
+# binarization (session.DeviceBatches): odd, >= 0; evaluation noise: negative.
+EVAL_KEYS = 2 ** 24   # evaluation calls a step can key apart (`Model.eval_key`)
+
+
+def training_noise_stream(step, layer, n_layer):
+    return 2 * (step * n_layer + layer)
+
+
+def binarization_stream(step):
+    return 2 * step + 1
+
+
+def eval_noise_stream(step, key, layer, n_layer):
+    """0 <= key < EVAL_KEYS: which evaluation call of the step (session.RunSession.evaluate)."""
+    return -1 - ((step * EVAL_KEYS + key) * n_layer + layer)
+
 
 class Step(object):
     """The graph of one estimator over one batch: inputs, noise, passes, estimate, bounds."""
@@ -669,10 +688,9 @@ class Step(object):
         self.x = x
         n_rows = static_rows or tf.shape(x)[0] * n_samples
         if noise is None:
-            noise = [tf.placeholder_with_default(
-                tf.random_uniform([n_rows, model.hparams.n_hidden]),
-                [static_rows, model.hparams.n_hidden], name='u_%d' % i)
-                for i in range(model.hparams.n_layer)]
+            noise = [tf.placeholder_with_default(u, [static_rows, model.hparams.n_hidden],
+                                                 name='u_%d' % i)
+                     for i, u in enumerate(model.step_noise(n_rows))]
         self.noise = noise
         # read here, with the step's other reads (in a loop of steps, after the last update)
         self.temperature = tf.exp(model.log_temperature.read_value())
@@ -742,6 +760,11 @@ class Model(object):
 
     images: with static shapes, a function n -> the [n, n_input] batch tensor a training step
     reads (the driver's batches taken in the session); by default, a placeholder to feed.
+
+    noise_seed: None, TensorFlow's generator draws every noise; an integer, every noise is a
+    function of (noise_seed, global step, what it is for) alone (TensorFlow's stateless
+    generator, `keyed_uniform`), so that a seeded run resumed from a checkpoint draws what
+    the uninterrupted run draws, whichever graph (one step a call or several) draws it.
     """
     estimator = None   # a key of ESTIMATORS
     learns_temperature = False
@@ -764,6 +787,9 @@ class Model(object):
             'global_step', [], tf.int64, tf.zeros_initializer(), trainable=False,
             use_resource=True,
             collections=[tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.GLOBAL_STEP])
+        # which evaluation call of the step this is (`eval_noise_stream`); -1, not fed: a
+        # training step (the flexible build's one Step serves both)
+        self.eval_key = tf.placeholder_with_default(tf.constant(-1, tf.int64), [], 'eval_key')
         self.log_temperature = tf.get_variable(
             'log_temperature', [], tf.float32,
             tf.constant_initializer(np.log(hparams.temperature)), trainable=False,
@@ -871,27 +897,49 @@ class Model(object):
         return TrainingLoop(n, noise, count, reports, variances, steps_after, temperatures,
                             finite)
 
+    def keyed_uniform(self, shape, stream):
+        """Uniform noise of `shape`: with `noise_seed`, a function of (noise_seed, stream)
+        alone, `stream` an int64 scalar (`training_noise_stream`, `eval_noise_stream`;
+        distinct streams are independent); otherwise drawn by TensorFlow's generator."""
+        if self.noise_seed is None:
+            return tf.random_uniform(shape)
+        return tf.random.stateless_uniform(
+            shape, tf.stack([tf.constant(self.noise_seed, tf.int64), stream]))
+
     def _training_noise(self, rows, k=None):
         """Each layer's uniform noise for the training step at the current global step s,
-        [rows, n_hidden] (or [k, rows, n_hidden] for steps s..s+k-1), fed to replay a step.
-
-        From TensorFlow's generator; with `noise_seed`, a function of (noise_seed, step, layer)
-        (a stateless generator), so that a step's noise is the same whichever graph (one step
-        a call or several) runs it.
-        """
+        [rows, n_hidden] (or [k, rows, n_hidden] for steps s..s+k-1), fed to replay a step;
+        with `noise_seed`, keyed by each step's number (`keyed_uniform`)."""
         n_layer, shape = self.hparams.n_layer, [rows, self.hparams.n_hidden]
         steps = [None] if k is None else range(k)
         if self.noise_seed is None:
             defaults = [tf.random_uniform([len(steps)] + shape) for _ in range(n_layer)]
         else:
             s = self.global_step.read_value()
-            defaults = [tf.stack([tf.random.stateless_uniform(shape, tf.stack(
-                [tf.constant(self.noise_seed, tf.int64), 2 * ((s + (j or 0)) * n_layer + l)]))
-                for j in steps]) for l in range(n_layer)]
+            defaults = [tf.stack([self.keyed_uniform(shape, training_noise_stream(
+                s + (j or 0), l, n_layer)) for j in steps]) for l in range(n_layer)]
         if k is None:
             defaults = [d[0] for d in defaults]
         return [tf.placeholder_with_default(d, d.shape, name='u_%d' % l)
                 for l, d in enumerate(defaults)]
+
+    def step_noise(self, rows, groups=None):
+        """Each layer's noise [rows, n_hidden] (or [groups, rows, n_hidden]) for a Step built
+        without noise: an evaluation's, keyed by the global step and `eval_key`; in the
+        flexible build also the training step's, keyed by the step when `eval_key` is not
+        fed."""
+        n_layer = self.hparams.n_layer
+        shape = ([] if groups is None else [groups]) + [rows, self.hparams.n_hidden]
+        if self.noise_seed is None:
+            return [tf.random_uniform(shape) for _ in range(n_layer)]
+        s, noise = self.global_step.read_value(), []
+        for l in range(n_layer):
+            stream = eval_noise_stream(s, tf.maximum(self.eval_key, 0), l, n_layer)
+            if not self.static_shapes:
+                stream = tf.where(self.eval_key < 0, training_noise_stream(s, l, n_layer),
+                                  stream)
+            noise.append(self.keyed_uniform(shape, stream))
+        return noise
 
     def _batch_input(self, n_images):
         if self._images is not None:
@@ -936,9 +984,8 @@ class Model(object):
     def _build_eval_groups(self, g):
         rows = EVAL_GROUP * EVAL_SAMPLES
         x = tf.placeholder(tf.float32, [g, EVAL_GROUP, self.hparams.n_input], 'eval_x')
-        noise = [tf.placeholder_with_default(tf.random_uniform([g, rows, self.hparams.n_hidden]),
-                                             [g, rows, self.hparams.n_hidden], name='u_%d' % l)
-                 for l in range(self.hparams.n_layer)]
+        noise = [tf.placeholder_with_default(u, [g, rows, self.hparams.n_hidden], name='u_%d' % l)
+                 for l, u in enumerate(self.step_noise(rows, g))]
 
         n_report = len(self.eval.report)
 
@@ -1053,11 +1100,15 @@ class Model(object):
                       for first in firsts[:n]]
         return variances, deviations + [tf.log(mu_square)]
 
-    def partial_eval(self, sess, xs, n_samples=EVAL_SAMPLES):
+    def partial_eval(self, sess, xs, n_samples=EVAL_SAMPLES, key=0):
         """[importance-weighted bound with n_samples, report vector...] for a group of images.
 
         From 1000 samples on, the bound is taken over chunks of 100 samples and only the bound
         is returned (as in the reference, which does so to bound memory).
+
+        key: with `noise_seed`, the noise is a function of (global step, key) (chunk c of the
+        1000-sample form takes key + c): calls at one step that should draw apart need keys
+        apart, 0 <= key < EVAL_KEYS.
         """
         if n_samples >= 1000 and n_samples % EVAL_SAMPLES:
             raise ValueError('From 1000 samples on, n_samples must be a multiple of %d, got %d.'
@@ -1065,22 +1116,23 @@ class Model(object):
         step = self.eval
         if n_samples < 1000:
             bounds, report = sess.run((step.image_bounds, self.eval_report),
-                                      self._eval_feed(xs, n_samples))
+                                      self._eval_feed(xs, n_samples, key))
             return np.array([np.mean(bounds[:len(xs)])] + list(report))
-        feed = self._eval_feed(xs, EVAL_SAMPLES)
-        chunks = [sess.run(step.log_f, feed)[:len(xs)]
-                  for _ in range(n_samples // EVAL_SAMPLES)]
+        chunks = [sess.run(step.log_f, self._eval_feed(xs, EVAL_SAMPLES, key + c))[:len(xs)]
+                  for c in range(n_samples // EVAL_SAMPLES)]
         return np.array([np.mean(_log_mean_exp(np.concatenate(chunks, 1), axis=1))])
 
-    def _eval_feed(self, xs, n_samples):
+    def _eval_feed(self, xs, n_samples, key):
         """The evaluation graph's feed; the static one takes exactly EVAL_GROUP images (a short
         group is padded, and only its own rows are used) and EVAL_SAMPLES samples."""
+        if not 0 <= key < EVAL_KEYS:
+            raise ValueError('An evaluation key must be in [0, %d), got %d.' % (EVAL_KEYS, key))
         if not self.static_shapes:
-            return {self.eval.x: xs, self.n_samples: n_samples}
+            return {self.eval.x: xs, self.n_samples: n_samples, self.eval_key: key}
         if n_samples != EVAL_SAMPLES:
             raise ValueError('The static-shape build evaluates with %d samples, not %d.'
                              % (EVAL_SAMPLES, n_samples))
-        return {self.eval.x: pad_rows(xs, EVAL_GROUP)}
+        return {self.eval.x: pad_rows(xs, EVAL_GROUP), self.eval_key: key}
 
 
 def pad_rows(xs, n):

@@ -487,9 +487,9 @@ class Trainer(object):
             batch_sizes={min(batch_size, n - i * batch_size) for i in range(self.n_batches)},
             static_shapes=static_shapes, evaluates=o.eval_freq > 0,
             steps_per_call=self.steps_per_call,
-            # a resumed run draws fresh noise rather than replaying the first steps' noise
-            random_seed=(None if seed is None
-                         else (seed * 1000003 + self.start_step) % (2 ** 31 - 1)),
+            # the same in every process of the run: a seeded run's noise is keyed by the step
+            # (rebar.Model.keyed_uniform), so a resumed run draws what the uninterrupted one does
+            random_seed=None if seed is None else seed * 1000003 % (2 ** 31 - 1),
             log_dir=self.run_dir.path)
         self.rng = np.random.RandomState(seed)
         # TensorBoard drops the events of an earlier, killed process after this run's start
@@ -729,12 +729,12 @@ class Trainer(object):
             return int(self.step / (n / batch_size))
         return self.step // self.n_batches
 
-    def evaluate(self, xs):
-        return self.session.evaluate(xs)
+    def evaluate(self, xs, split=0):
+        return self.session.evaluate(xs, split)
 
     def _evaluate(self):
         started = time.time()
-        valid, test = self.evaluate(self.valid_xs), self.evaluate(self.test_xs)
+        valid, test = self.evaluate(self.valid_xs, 0), self.evaluate(self.test_xs, 1)
         self._record(records.eval_record(self.step, self.epoch_index(), valid, test,
                                          self.session.model.eval_report_names,
                                          eval_text(self.step, valid, test)))

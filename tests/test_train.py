@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1151,3 +1152,69 @@ def test_gaussian_likelihood_through_the_command_line_resumes_after_sigkill(samp
         np.testing.assert_array_equal(session.sess.run(raw), last)
     finally:
         trainer.close()
+
+
+# -- a resumed seeded run is the uninterrupted run -------------------------------------------------
+# Evaluation noise is drawn by code every model shares (rebar.Model.step_noise), and evaluation
+# graphs double a model's build: it is checked on a model that learns its temperature and one
+# that does not.
+EVALUATED = ('SBN', 'SBNDynamicRebar')
+
+
+def _seeded_lines(model, working_dir, steps_per_call, static_shapes=True, snapshot=None):
+    """stdout (without the hparams line) of a seeded run of `model` to step 11: 20 grey images
+    in batches of 4 (5 steps an epoch), dynamically binarized, checkpointed at step 7, and for
+    the models of EVALUATED evaluated every epoch and at the end on 5 + 5 images. With
+    `snapshot`, the run directory is copied there right after that checkpoint is committed:
+    what a kill -9 at step 7 leaves on disk, and SIGTERM's checkpoint and stop. A run directory
+    holding a checkpoint resumes from it.
+    """
+    hp = config.parse_hparams(
+        'model=%s,n_hidden=3,n_input=6,batch_size=4,dynamic_b=true,n_samples=%d'
+        % (model, 2 if model in config.MULTI_SAMPLE_MODELS else 1))
+    rng = np.random.RandomState(8)
+    data = [rng.rand(n, 6).astype(np.float32) for n in (20, 5, 5)]
+    options = rebar_train.make_options(
+        hp, working_dir=working_dir, device='cpu', fast_start=True, max_steps=11,
+        eval_freq=1 if model in EVALUATED else 0, checkpoint_secs=0,
+        checkpoint_steps=7, progress_secs=0, seed=7, steps_per_call=steps_per_call,
+        static_shapes=static_shapes)
+    out = io.StringIO()
+    trainer = rebar_train.Trainer(options, data=data, out=out, err=io.StringIO())
+    try:
+        if snapshot:
+            save = trainer.checkpoints.save
+
+            def save_and_copy(session, step, arrays):
+                save(session, step, arrays)
+                if step == 7:
+                    shutil.copytree(working_dir, snapshot)
+            trainer.checkpoints.save = save_and_copy
+        assert trainer.train() == 11
+    finally:
+        trainer.close()
+    return out.getvalue().splitlines()[1:]
+
+
+@pytest.mark.parametrize('model,static_shapes', [(m, True) for m in config.MODELS]
+                         + [('SBN', False)])
+def test_a_resumed_seeded_run_prints_the_uninterrupted_runs_lines(tmp_path, model,
+                                                                  static_shapes):
+    """A seeded run with one step a call, stopped after its checkpoint at step 7 (mid-epoch,
+    between evaluations), then resumed with 7 steps a call (calls of 3 steps, to the epoch's
+    end, and of 1, to --max_steps: both graphs), prints exactly the lines the uninterrupted
+    run prints after step 7: the same training noise, batches, binarizations and evaluation
+    noise, whatever process and graph draws them. The last epoch is partial. The flexible
+    build (one step a call only; its one Step draws training and evaluation noise) is checked
+    on one model."""
+    k = 7 if static_shapes else 1
+    uninterrupted = _seeded_lines(model, str(tmp_path / 'run'), 1, static_shapes,
+                                  snapshot=str(tmp_path / 'stopped'))
+    resumed = _seeded_lines(model, str(tmp_path / 'stopped'), k, static_shapes)
+    heads = [l.split(':')[0] for l in uninterrupted if l.split(' ')[0] in
+             ('Step', 'Valid', 'Test')]
+    assert heads == (['Step 5', 'Valid 5', 'Test 5', 'Step 10', 'Valid 10', 'Test 10',
+                      'Step 11', 'Valid 11', 'Test 11'] if model in EVALUATED
+                     else ['Step 5', 'Step 10', 'Step 11'])
+    after_7 = uninterrupted[[l.split(' ')[:2] for l in uninterrupted].index(['Step', '10:']):]
+    assert resumed == after_7
