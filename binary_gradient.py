@@ -202,7 +202,9 @@ def estimate(f, logits, estimator, n_samples=1, learning_rate=1e-3, hparams=None
         nets = FNetworks(f, logits, hp)
         model = _FModel(nets, estimator, [logits])
         rows = n_rows * n_samples
-        step = rebar.Step(model, tf.zeros([n_rows, 1]), n_samples, rows)
+        noise = tf.placeholder_with_default(tf.random_uniform([rows, shape[-1]]),
+                                            [rows, shape[-1]], name='u_0')
+        step = rebar.Step(model, tf.zeros([n_rows, 1]), n_samples, rows, [noise])
         gradient = -step.estimate.grads[0] * float(n_rows)   # the estimators' loss is -mean f
         learned = [v for _, v in step.control_grads]
         computed = [gradient] + [g for g, _ in step.control_grads] + step.report

@@ -387,8 +387,9 @@ def plot(out_dir, figure, title, panels):
         fig.savefig(os.path.join(out_dir, '%s.%s' % (figure, ext)), dpi=100)
     plt.close(fig)
     rundir.atomic_write(os.path.join(out_dir, figure + '.json'),
-                        json.dumps({'figure': figure, 'ylabel': title, 'line': 'mean over seeds',
-                                    'band': BAND, 'panels': panels}, indent=1) + '\n')
+                        records.dumps({'figure': figure, 'ylabel': title,
+                                       'line': 'mean over seeds', 'band': BAND, 'panels': panels},
+                                      indent=1) + '\n')
     return figure
 
 

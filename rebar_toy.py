@@ -43,12 +43,12 @@ from __future__ import absolute_import, division, print_function
 
 import argparse
 import collections
-import json
 import os
 import sys
 
 import numpy as np
 
+import records
 import rundir
 
 # Estimators whose mean is not the gradient of E[f] (the rest must pass --check).
@@ -334,7 +334,7 @@ def main(argv=None):
                   'debiased, one draw per step' % args.variance_decay, runs=runs,
                   preset=args.preset, command=' '.join(['python rebar_toy.py'] + (
                       argv if argv is not None else sys.argv[1:])))
-    rundir.atomic_write(os.path.join(args.out_dir, 'toy.json'), json.dumps(record) + '\n')
+    rundir.atomic_write(os.path.join(args.out_dir, 'toy.json'), records.dumps(record) + '\n')
     plot(os.path.join(args.out_dir, 'toy.png'), runs,
          't = %g, D = %d, Adam %g' % (values['target'], values['bits'], values['learning_rate']))
     return 0

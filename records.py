@@ -61,9 +61,10 @@ def _nans(value):
     return value
 
 
-def dumps(record):
-    """One record as one line of strict JSON: non-finite numbers become null (module doc)."""
-    return json.dumps(_nulls(record), allow_nan=False)
+def dumps(record, indent=None):
+    """A record (or any JSON document of ours) as strict JSON: non-finite numbers become null
+    (module doc); one line unless `indent`."""
+    return json.dumps(_nulls(record), allow_nan=False, indent=indent)
 
 
 def loads(line):
