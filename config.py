@@ -2,17 +2,21 @@
 
 `parse_hparams("model=SBNDynamicRebar,n_layer=2")` returns an `HParams` with the reference's
 defaults overridden.  Every value is typed by its default; anything that could not describe a
-valid run (unknown name, wrong type, n_layer < 1, temperature <= 0, unknown model, task or data
-set) is refused with a `ValueError` before any graph is built.
+valid run (unknown name, wrong type, a number that is not finite or lies outside its range in
+RANGES, unknown model, task or data set) is refused with a one-line `ValueError`, naming the
+value and the valid range, before any graph is built.
 
 `task` is the objective (sbn: the ELBO of the whole image, sp: structured prediction of the bottom
-half); `dataset` names the images.  The reference's `task=omni` means the sbn objective on
+half); `dataset` names the images; `likelihood` is p(x | b_0): the reference's Bernoulli on binary
+pixels, or a Gaussian with a learned per-pixel variance on grey pixels in [-1, 1] (the double-CV
+and RODEO papers' non-binarized protocol; docs/models.md).  The reference's `task=omni` means the sbn objective on
 Omniglot and keeps working; `dataset_of(hparams)` gives the data set a run really uses.
 """
 from __future__ import absolute_import, division, print_function
 
 import collections
 import json
+import math
 import os
 
 DATA_DIR = os.environ.get('REBAR_DATA_DIR', 'data')
@@ -28,12 +32,13 @@ OBJECTIVES = ('elbo', 'iwae')
 IWAE_MODELS = ('SBNVIMCO', 'SBNLocalDisARM')
 TASKS = ('sbn', 'sp', 'omni')
 DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
+LIKELIHOODS = ('bernoulli', 'gaussian')
 
-# The reference's defaults, in the reference's order. The last four are ours (README, "Where we
+# The reference's defaults, in the reference's order. The last five are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
 # `reference_quadratic_cv` restores the released code's quadratic control variate; `dataset`
-# names the data set apart from the objective `task`; `objective` chooses what is trained
-# from the n_samples samples of an image (OBJECTIVES).
+# names the data set apart from the objective `task`; `likelihood` chooses p(x | b_0);
+# `objective` chooses what is trained from the n_samples samples of an image (OBJECTIVES).
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -53,6 +58,7 @@ DEFAULTS = collections.OrderedDict([
     ('sp_all_layers', False),
     ('reference_quadratic_cv', False),
     ('dataset', 'mnist'),
+    ('likelihood', 'bernoulli'),
     ('objective', 'elbo'),
 ])
 
@@ -127,13 +133,40 @@ def _coerce(name, value):
             return int(as_float)
         if kind is float:
             return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # int('x'), int(nan), int(inf)
         raise ValueError('hparam %s expects a %s, got %r. %s' % (name, kind.__name__, value, hint))
     return str(value).strip()
 
 
+# The valid range of every numeric hparam, (low, high), both ends included, and why it ends
+# there. Values outside would fail at the first steps (an infinite or vanishing temperature or
+# learning rate makes the first gradients non-finite) or could not describe a run at all; the
+# ends are far outside any published configuration, so no real run is refused.
+RANGES = collections.OrderedDict([
+    ('n_hidden', (1, 100000, 'units per stochastic layer')),
+    ('n_input', (2, 1000000, 'pixels per image; it must match the data\'s images')),
+    ('n_layer', (1, 100, 'stochastic layers')),
+    ('learning_rate', (1e-8, 1.0, "Adam's step size")),
+    ('temperature', (1e-3, 1e3, 'the relaxation divides the logits by it: outside, the relaxed '
+                                'samples and their gradients overflow or vanish in float32')),
+    ('n_samples', (1, 10000, 'samples per image')),
+    ('batch_size', (2, 1000000, 'REINFORCE centres each sample on the others, so at least 2')),
+    ('trial', (-2 ** 31, 2 ** 31 - 1, 'a free label')),
+    ('beta2', (0.0, 1 - 1e-9, "Adam's second-moment decay, below 1 so that Adam's bias "
+                              'correction is defined')),
+])
+
+
 def validate(hparams):
-    """Raises ValueError naming the first value that cannot describe a run."""
+    """Raises ValueError naming the first value that cannot describe a run: a name outside its
+    choices, or a number that is not finite or lies outside its range (RANGES)."""
+    for name, (low, high, why) in RANGES.items():
+        value = getattr(hparams, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError('Bad hparams: %s=%r is outside its valid range [%s, %s] (%s). Fix: '
+                             'pass %s=<a value in that range>, e.g. %s=%s.'
+                             % (name, value, _number(low), _number(high), why, name, name,
+                                DEFAULTS[name]))
     checks = [
         (hparams.model in MODELS, 'model=%s is unknown; valid models: %s.'
          % (hparams.model, ', '.join(MODELS))),
@@ -143,14 +176,14 @@ def validate(hparams):
          % (hparams.dataset, ', '.join(DATASETS))),
         (hparams.task != 'omni' or hparams.dataset in ('mnist', 'omniglot'), _OMNI_CLASH
          % hparams.dataset),
-        (hparams.n_layer >= 1, 'n_layer must be at least 1, got %d.' % hparams.n_layer),
-        (hparams.n_hidden >= 1, 'n_hidden must be at least 1, got %d.' % hparams.n_hidden),
-        (hparams.n_input >= 2 and (hparams.task != 'sp' or hparams.n_input % 2 == 0),
-         'n_input must be at least 2 (and even for task=sp), got %d.' % hparams.n_input),
-        (hparams.temperature > 0, 'temperature must be > 0, got %r.' % hparams.temperature),
-        (hparams.learning_rate > 0, 'learning_rate must be > 0, got %r.' % hparams.learning_rate),
-        (0 < hparams.beta2 < 1, 'beta2 must lie in (0, 1), got %r.' % hparams.beta2),
-        (hparams.n_samples >= 1, 'n_samples must be at least 1, got %d.' % hparams.n_samples),
+        (hparams.task != 'sp' or hparams.n_input % 2 == 0,
+         'n_input must be even for task=sp (it predicts the bottom half), got %d.'
+         % hparams.n_input),
+        (hparams.likelihood in LIKELIHOODS, 'likelihood=%s is unknown; valid likelihoods: %s.'
+         % (hparams.likelihood, ', '.join(LIKELIHOODS))),
+        (hparams.likelihood != 'gaussian' or not hparams.dynamic_b,
+         'likelihood=gaussian models the grey pixels themselves, so dynamic_b (binarizing each '
+         'batch) does not apply; fix: drop dynamic_b=true, or use likelihood=bernoulli.'),
         (hparams.n_samples >= 2 or hparams.model not in MULTI_SAMPLE_MODELS,
          'model=%s centres each sample on the other samples of its image, so it needs '
          'n_samples of at least 2, got %d; fix: pass n_samples=2 (or more).'
@@ -161,13 +194,14 @@ def validate(hparams):
          'objective=iwae trains the n_samples-sample bound, which model=%s does not estimate; '
          'fix: pass model=%s, or objective=elbo.'
          % (hparams.model, ' or model='.join(IWAE_MODELS))),
-        (hparams.batch_size >= 2,
-         'batch_size must be at least 2 (REINFORCE centres each sample on the others), got %d.'
-         % hparams.batch_size),
     ]
     for ok, message in checks:
         if not ok:
             raise ValueError('Bad hparams: ' + message)
+
+
+def _number(x):
+    return '%d' % x if isinstance(x, int) else '%.12g' % x
 
 
 def named_in(spec):

@@ -12,12 +12,15 @@ line saying what was read and how it was split, printed to stderr on every load)
   the 10,000 test images as test.
 - fashion_mnist: the IDX files, split as MNIST's IDX form.
 - omniglot: `chardata.mat`; each MATLAB column-major image becomes a row-major one, the images
-  are binarized with seed 5 (train, then test; skipped with `dynamic_b`, as in the reference), the
-  training set is permuted with seed 123 and its last 1,345 images held out for validation.
+  are binarized with seed 5 (train, then test), the training set is permuted with seed 123 and
+  its last 1,345 images held out for validation.
 
-In the IDX forms the training split stays grey with `dynamic_b` (the driver binarizes each batch
-as it is drawn); every other split is binarized once, split i (train 0, valid 1, test 2) with
-`np.random.RandomState(i)`, so valid and test are the same images with or without `dynamic_b`.
+With `dynamic_b` only the training split stays grey (the driver binarizes each batch as it is
+drawn), in every data set and form: valid and test are always binary, fixed once with a fixed
+seed, the same images with or without `dynamic_b`, so that the bound printed for them is a
+Bernoulli likelihood bound.  In the IDX forms split i (train 0, valid 1, test 2) is binarized
+with `np.random.RandomState(i)`; Omniglot's with the reference's seed 5; MNIST's reference form
+uses Larochelle's binary valid and test.
 
 Files are looked for in `data_dir` and its subdirectories (SUBDIRS; Fashion-MNIST first in its
 own FASHION_SUBDIRS), in this order of preference:
@@ -27,6 +30,19 @@ own FASHION_SUBDIRS), in this order of preference:
     MNIST test (IDX)  t10k-images-idx3-ubyte[.gz]
     Fashion-MNIST     train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]
     Omniglot          omniglot_07-19-2017.mat, else chardata.mat
+
+The files that make one data set (Larochelle's three .amat files; the two IDX files) are taken
+from one place: the first directory, in that order, that holds any of them must hold all (the
+IDX pair may also be MindSpore's train/ and test/ of one directory); a missing one stops the run
+naming the file and the directory, instead of being borrowed from another directory, where a
+file of the same name may belong to another data set.  Two splits holding identical images (one
+file given three times) are refused too.
+
+`load_grey(dataset, data_dir)` is the form likelihood=gaussian trains on (the double-CV and RODEO
+papers' non-binarized data): no split binarized, each grey level x in [0, 1] mapped to x * 2 - 1
+in [-1, 1] (`signed_grey`). MNIST and Fashion-MNIST from their IDX files in DisARM's split
+(the binarized MNIST files and the bundled sample hold binary pixels only: refused), Omniglot
+from its .mat in the reference's split.
 
 Only the default data directory (`data_dir` None and no $REBAR_DATA_DIR) falls back to the
 bundled sample of 10,000 real digits (`data/mnist_sample.npy`) when it holds no MNIST, and says so
@@ -156,8 +172,69 @@ def load_data(dataset, dynamic_b=False, data_dir=None, use_sample=False):
                                'benchmark. Full data: %s'
                                % (_where(data_dir, dataset), MNIST_BINARIZED, AMAT_PATTERN,
                                   _sample_text(dynamic_b), fix))
+    _refuse_identical_splits(data, dataset, fix)
     _say(data.description)
     return data
+
+
+def _refuse_identical_splits(data, dataset, fix):
+    """Two splits holding the same images (one file given as train, valid and test, say) would
+    report a training figure as a test one: refused, naming them."""
+    for (i, a), (j, b) in [((0, data[0]), (1, data[1])), ((0, data[0]), (2, data[2])),
+                           ((1, data[1]), (2, data[2]))]:
+        if a.shape == b.shape and np.array_equal(a, b):
+            raise DataError('%s: the %s and %s splits hold identical images (%s), so one file '
+                            'serves as two splits. Fix: %s'
+                            % (LABELS[dataset], SPLITS[i], SPLITS[j],
+                               ', '.join(s.path for s in data.sources) or 'the arrays', fix))
+
+
+def load_grey(dataset, data_dir=None):
+    """The `Data` of `dataset` for likelihood=gaussian: every split grey, in [-1, 1].
+
+    MNIST and Fashion-MNIST: the IDX pair from one place, in DisARM's split (`read_idx_splits`,
+    as the RODEO authors' code takes them); Omniglot: its .mat, permuted with seed 123 and the
+    last 1,345 held out (the reference's split; those authors' code holds out the last 1,345
+    unpermuted). Raises DataError, naming the files and the fix, when the grey images are not
+    there; there is no fallback to the (binary) bundled sample.
+    """
+    if dataset not in DATASETS:
+        raise ValueError('Unknown data set %r; valid data sets: %s.'
+                         % (dataset, ', '.join(DATASETS)))
+    data_dir = config.DATA_DIR if data_dir is None else data_dir
+    fix = fix_command(dataset, data_dir)
+    if dataset == 'omniglot':
+        path = find_file(data_dir, (OMNIGLOT, OMNIGLOT_RAW))
+        data = None
+        if path:
+            splits = split_omniglot(*read_omniglot_mat(path, fix), binarize=False)
+            sources = _sources(dataset, [path], fix)
+            data = Data(*splits, sources=sources, description=_describe(
+                'omniglot, the reference\'s split: permuted with seed %d, the last %s training '
+                'images held out for validation; none binarized'
+                % (OMNIGLOT_SHUFFLE_SEED, _count(OMNIGLOT_VALIDATION)), splits, sources))
+        wanted = LOOKED_FOR['omniglot']
+    else:
+        subdirs = FASHION_SUBDIRS if dataset == 'fashion_mnist' else SUBDIRS
+        data = read_idx_splits(dataset, data_dir, subdirs, False, fix, required=False,
+                               binarize=False)
+        wanted = IDX_PATTERN
+    if data is None:
+        binary = (' (binarized MNIST and the bundled sample hold binary pixels only)'
+                  if dataset == 'mnist' else '')
+        raise DataError('likelihood=gaussian needs grey %s images%s: looked for %s in %s. '
+                        'Fix: %s, or use likelihood=bernoulli.'
+                        % (LABELS[dataset], binary, wanted, _where(data_dir, dataset), fix))
+    data = Data(*[signed_grey(x) for x in data], sources=data.sources,
+                description='For likelihood=gaussian, grey x * 2 - 1 in [-1, 1]: '
+                + data.description)
+    _say(data.description)
+    return data
+
+
+def signed_grey(images):
+    """Grey images in [0, 1] as x * 2 - 1, float32 in [-1, 1] (the Gaussian likelihood's form)."""
+    return np.asarray(images, np.float32) * 2 - 1
 
 
 def _sample_text(dynamic_b):
@@ -174,17 +251,14 @@ def read_mnist(data_dir, dynamic_b):
     """
     fix = fix_command('mnist', data_dir)
     pickled = find_file(data_dir, (MNIST_BINARIZED,))
-    amats = [find_file(data_dir, (name,)) for name in AMAT]
+    amats = (None if pickled else
+             find_together(data_dir, [(name,) for name in AMAT], SUBDIRS, fix,
+                           'Binarized MNIST split missing', pairs=False))
     grey = find_file(data_dir, (MNIST_FLOAT,) + IDX_TRAIN)
     if pickled:
         binarized = [pickled]
         splits = read_binarized_pickle(pickled, fix)
-    elif any(amats):
-        missing = [name for name, path in zip(AMAT, amats) if path is None]
-        if missing:
-            raise DataError('Binarized MNIST split missing: found %s but not %s in %s. Fix: %s'
-                            % (', '.join(p for p in amats if p), ', '.join(missing),
-                               _where(data_dir), fix))
+    elif amats:
         binarized = amats
         splits = [read_amat(path, fix) for path in amats]
     elif grey or find_file(data_dir, IDX_TEST):
@@ -217,16 +291,18 @@ def read_fashion_mnist(data_dir, dynamic_b):
                            fix_command('fashion_mnist', data_dir), required=False)
 
 
-def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True):
+def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True, binarize=True):
     """DisARM's split of the IDX files: training images [:50,000] train, [50,000:60,000] valid;
-    test images test.  Grey train with dynamic_b, else every split binarized once (module doc)."""
-    paths = [find_file(data_dir, IDX_TRAIN, subdirs), find_file(data_dir, IDX_TEST, subdirs)]
-    if not any(paths) and not required:
+    test images test.  Grey train with dynamic_b, else every split binarized once (module doc);
+    every split grey in [0, 1] without `binarize`."""
+    paths = find_together(data_dir, [IDX_TRAIN, IDX_TEST], subdirs, fix,
+                          '%s needs both IDX image files, %s, in one directory'
+                          % (dataset, IDX_PATTERN))
+    if paths is None and not required:
         return None
-    if not all(paths):
-        raise DataError('%s needs both IDX image files, %s, in %s; found only %s. Fix: %s'
-                        % (dataset, IDX_PATTERN, _where(data_dir, dataset),
-                           ', '.join(p for p in paths if p) or 'neither', fix))
+    if paths is None:
+        raise DataError('%s needs both IDX image files, %s, in %s; found neither. Fix: %s'
+                        % (dataset, IDX_PATTERN, _where(data_dir, dataset), fix))
     sources = _sources(dataset, paths, fix)
     train_all, test = [read_idx(path, fix) for path in paths]
     if len(train_all) <= N_MNIST_TRAIN:
@@ -237,6 +313,11 @@ def read_idx_splits(dataset, data_dir, subdirs, dynamic_b, fix, required=True):
     splits = [train_all[:N_MNIST_TRAIN], train_all[N_MNIST_TRAIN:N_MNIST_TRAIN + N_IDX_VALID],
               test]
     grey = [x.astype(np.float32) / 255 for x in splits]
+    if not binarize:
+        description = ('%s from the IDX files in DisARM\'s split: train the first %s training '
+                       'images, valid the next %s, test the test images; none binarized'
+                       % (dataset, _count(len(grey[0])), _count(len(grey[1]))))
+        return Data(*grey, sources=sources, description=_describe(description, grey, sources))
     splits = [x if i == 0 and dynamic_b else fixed_binarization(x, IDX_BINARIZE_SEEDS[i])
               for i, x in enumerate(grey)]
     description = ('%s from the IDX files in DisARM\'s split: train the first %s training '
@@ -266,12 +347,12 @@ def read_omniglot(data_dir, dynamic_b):
     if path is None:
         return None
     sources = _sources('omniglot', [path], fix)
-    splits = split_omniglot(*read_omniglot_mat(path, fix), binarize=not dynamic_b)
+    splits = split_omniglot(*read_omniglot_mat(path, fix), dynamic_b=dynamic_b)
     description = ('omniglot, the reference\'s split: permuted with seed %d, the last %s training '
-                   'images held out for validation; %s'
+                   'images held out for validation; %s with seed %d'
                    % (OMNIGLOT_SHUFFLE_SEED, _count(OMNIGLOT_VALIDATION),
-                      'all grey (dynamic_b)' if dynamic_b
-                      else 'binarized once with seed %d' % OMNIGLOT_BINARIZE_SEED))
+                      'train grey (dynamic_b), valid and test binarized once' if dynamic_b
+                      else 'binarized once', OMNIGLOT_BINARIZE_SEED))
     return Data(*splits, sources=sources, description=_describe(description, splits, sources))
 
 
@@ -304,16 +385,26 @@ def _describe(what, splits, sources):
         ', '.join(source.path for source in sources))
 
 
-def split_omniglot(train, test, binarize):
-    """The reference's Omniglot preprocessing of [N, 784] column-major images in [0, 1]."""
+def split_omniglot(train, test, dynamic_b=False, binarize=True):
+    """The reference's Omniglot preprocessing of [N, 784] column-major images in [0, 1]: binarized
+    once with seed 5 (train, then test), the training set permuted with seed 123 and its last
+    1,345 images held out for validation.  With `dynamic_b` the training split holds the same
+    images grey (the driver binarizes each batch as it is drawn) while valid and test are the
+    binarized ones, the same images as without `dynamic_b` (the reference kept them grey too,
+    which scores grey images under a Bernoulli likelihood: README, where we differ).  Without
+    `binarize` every split stays grey (likelihood=gaussian), in the same split."""
     train, test = _row_major(train), _row_major(test)
-    if binarize:
-        # One stream for both sets, train first, compared in float32: the reference's numbers.
-        rng = np.random.RandomState(OMNIGLOT_BINARIZE_SEED)
-        train = (rng.random_sample(train.shape) < train).astype(np.float32)
-        test = (rng.random_sample(test.shape) < test).astype(np.float32)
-    train = train[np.random.RandomState(OMNIGLOT_SHUFFLE_SEED).permutation(len(train))]
-    return train[:-OMNIGLOT_VALIDATION], train[-OMNIGLOT_VALIDATION:], test
+    if not binarize:
+        train = train[np.random.RandomState(OMNIGLOT_SHUFFLE_SEED).permutation(len(train))]
+        return train[:-OMNIGLOT_VALIDATION], train[-OMNIGLOT_VALIDATION:], test
+    # One stream for both sets, train first, compared in float32: the reference's numbers.
+    rng = np.random.RandomState(OMNIGLOT_BINARIZE_SEED)
+    binary_train = (rng.random_sample(train.shape) < train).astype(np.float32)
+    binary_test = (rng.random_sample(test.shape) < test).astype(np.float32)
+    order = np.random.RandomState(OMNIGLOT_SHUFFLE_SEED).permutation(len(train))
+    binary_train = binary_train[order]
+    fitted = train[order] if dynamic_b else binary_train
+    return (fitted[:-OMNIGLOT_VALIDATION], binary_train[-OMNIGLOT_VALIDATION:], binary_test)
 
 
 def _row_major(images):
@@ -492,6 +583,40 @@ def find_file(data_dir, names, subdirs=SUBDIRS):
             path = os.path.join(data_dir, sub, name)
             if os.path.isfile(path):
                 return path
+    return None
+
+
+def places(subdirs, pairs=True):
+    """Where the files of one data set may sit together: any one of `subdirs`, or (`pairs`)
+    MindSpore's pair of train/ and test/ (its training file in train/, its test file in test/)."""
+    pair = pairs and 'train' in subdirs and 'test' in subdirs
+    return ([(sub,) for sub in subdirs if not (pair and sub in ('train', 'test'))]
+            + ([('train', 'test')] if pair else []))
+
+
+def find_together(data_dir, files, subdirs, fix, what, pairs=True):
+    """The paths of `files` (one tuple of alternative names per file) from ONE place below
+    `data_dir` (see `places`; a place of two folders serves the first file from the first), or
+    None when no place holds any of them.  The first place, in order of preference, that holds
+    one of them must hold all: files of one data set from several places could mix data sets (a
+    test split of MNIST under Fashion-MNIST's training images), so a place that lacks one stops
+    the run, naming the file and the place, rather than borrow it from elsewhere."""
+    for place in places(subdirs, pairs):
+        folders = [os.path.normpath(os.path.join(data_dir, place[min(i, len(place) - 1)]))
+                   for i in range(len(files))]
+        found = [next((os.path.join(folder, name) for name in names
+                       if os.path.isfile(os.path.join(folder, name))), None)
+                 for folder, names in zip(folders, files)]
+        if not any(found):
+            continue
+        if not all(found):
+            missing = ['%s in %s' % (names[0], folder)
+                       for folder, names, path in zip(folders, files, found) if path is None]
+            raise DataError('%s: found %s but not %s; the files of one data set must sit in one '
+                            'directory (a file of the same name elsewhere is not used: it could be '
+                            'another data set\'s). Fix: %s, or put the files together.'
+                            % (what, ', '.join(p for p in found if p), ', '.join(missing), fix))
+        return found
     return None
 
 

@@ -102,7 +102,8 @@ USER_AGENT = 'Mozilla/5.0 (compatible; rebar-download/1.0)'
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     allow_abbrev=False)   # names match exactly, not by prefix
     parser.add_argument('--dataset', default='all',
                         help='MNIST, omniglot, fashion_mnist or all (default all); case does '
                              'not matter')

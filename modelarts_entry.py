@@ -4,8 +4,11 @@
         --hparams="model=SBNDynamicRebar,learning_rate=0.0003,n_layer=2,task=sbn"
 
 ModelArts gives the boot file --data_url and --train_url plus the job's parameters. The job's
-parameters that rebar_train knows are passed to it unchanged; others (ModelArts adds some of its
-own) are listed on stderr and ignored. --data_dir and --working_dir are set here, so they (and
+parameters that rebar_train knows are passed to it unchanged. Any other argument stops the job
+before anything is copied or trained, naming it and the nearest known flag (a misspelled
+--hparam would otherwise train the default model), except the arguments ModelArts itself adds
+(MODELARTS_ARGS, with where that is documented), which are listed on stderr and ignored, and the
+names given in --platform_args. --data_dir and --working_dir are set here, so they (and
 --data_path) may not be given.
 
 With `moxing` importable (it is on ModelArts) the URLs are OBS paths: the data is copied to local
@@ -31,6 +34,17 @@ import threading
 import rundir
 
 OWN_FLAGS = ('data_dir', 'working_dir', 'data_path')
+# Arguments ModelArts passes to a boot file besides --data_url and --train_url (the job's input
+# and output paths, the boot file's own arguments here), accepted and ignored:
+# - task_name: generated for every task of a distributed TensorFlow job, "ps" or "worker"
+#   (Huawei Cloud ModelArts FAQ "In a Multi-Node Training, the TensorFlow PS Node ... Which Node
+#   Is a Worker?", modelarts_05_0382);
+# - world_size, rank: the hyperparameters of a multi-card PyTorch job (ModelArts guide "Example
+#   of Starting PyTorch DDP Training Based on a Training Job", modelarts-distributed-0011).
+# Any other argument an engine adds (older engines' --init_method or --num_gpus, say, which we
+# found no documentation for) is named in the refusal; --platform_args=NAME,... lets it through.
+MODELARTS_ARGS = ('task_name', 'world_size', 'rank')
+BOOT_ARGS = ('data_url', 'train_url', 'cache_dir', 'sync_secs', 'platform_args')   # parse_args'
 
 
 def note(message):
@@ -193,8 +207,11 @@ def default_cache():
 
 
 def parse_args(argv):
+    """(this file's arguments, the rest for rebar_train); only exact names (no abbreviations:
+    --data_ur is refused, not read as --data_url)."""
     parser = argparse.ArgumentParser(
-        description='ModelArts boot file for rebar_train.py; other flags go to rebar_train.')
+        description='ModelArts boot file for rebar_train.py; other flags go to rebar_train.',
+        allow_abbrev=False)
     parser.add_argument('--data_url', required=True,
                         help='Where the data files are (OBS path, or a local path without moxing).')
     parser.add_argument('--train_url', required=True,
@@ -204,17 +221,30 @@ def parse_args(argv):
     parser.add_argument('--sync_secs', type=int, default=300,
                         help='Copy the run to --train_url this often (seconds; 0: at the end '
                         'only).')
+    parser.add_argument('--platform_args', default='',
+                        help='Names of further arguments the platform adds to every job, '
+                        'comma separated, to accept and ignore (default: only %s).'
+                        % ', '.join(MODELARTS_ARGS))
     return parser.parse_known_args(argv)
 
 
 def main(argv=None):
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     import rebar_train   # TensorFlow is loaded only once the arguments are known to be good
+    platform = MODELARTS_ARGS + tuple(n.strip().lstrip('-') for n in args.platform_args.split(',')
+                                      if n.strip())
+    try:
+        rebar_train.refuse_unknown_flags(
+            rest, also=BOOT_ARGS, platform=platform,
+            program='modelarts_entry.py')
+    except rebar_train.UsageError as e:
+        note('error: %s' % e)
+        return 2
     flag_values = rebar_train.FLAGS
     flag_values.unparse_flags()
     ignored = flag_values(['modelarts_entry'] + rest, known_only=True)[1:]
     if ignored:
-        note('ignoring arguments rebar_train does not know: %s' % ' '.join(ignored))
+        note("ignoring the platform's arguments: %s" % ' '.join(ignored))
     given = [name for name in OWN_FLAGS if flag_values[name].present]
     if given:
         note('error: --%s is set by this boot file from --data_url/--train_url; remove it.'

@@ -49,12 +49,26 @@ class Networks(object):
 
     A transformation is one dense layer, preceded by two tanh layers of n_hidden when
     `nonlinear`. Inputs of every layer but the first recognition layer are samples in +-1 form.
+
+    p(x | b_0), by `likelihood`: `bernoulli` (the reference's), logits = the transformation +
+    the logit of the training mean; `gaussian` (pixels in [-1, 1]), N(x_j; m_j, s2_j) with mean
+    m = the transformation + the training mean (ours: the Gaussian counterpart of the reference's
+    output bias; the double-CV/RODEO authors' code starts it at 0), and a learned per-pixel
+    variance s2_j = max(softplus(r_j), VARIANCE_FLOOR), r_j started at -0.5, a model variable
+    trained with the decoder (as in those authors' code).
     """
+
+    VARIANCE_FLOOR = 1e-3
+    VARIANCE_RAW_INIT = -0.5
 
     def __init__(self, hparams, mean_xs):
         self.hparams = hparams
         mean_xs = np.asarray(mean_xs, np.float32).reshape([hparams.n_input])
-        train_bias = -np.log(1.0 / np.clip(mean_xs, 0.001, 0.999) - 1.0).astype(np.float32)
+        self.gaussian = hparams.likelihood == 'gaussian'
+        if self.gaussian:
+            train_bias = mean_xs
+        else:
+            train_bias = -np.log(1.0 / np.clip(mean_xs, 0.001, 0.999) - 1.0).astype(np.float32)
         self.mean_xs = mean_xs
         self.conditional = hparams.task == 'sp'
         if self.conditional:   # predict the bottom half of the image from its top half
@@ -74,6 +88,10 @@ class Networks(object):
                 self.q_logits(i, tf.zeros([1, n_in]))
             for i in reversed(self._generative_layers()):
                 self.p_logits(i, tf.zeros([1, hparams.n_hidden]))
+            if self.gaussian:   # after the reference's variables, keeping their order
+                self.variance_raw = tf.get_variable(
+                    'p_x_variance_raw', [self.n_output], tf.float32,
+                    tf.constant_initializer(self.VARIANCE_RAW_INIT), use_resource=True)
         self.variables = tf.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES,
                                            self._scope.name + '/')
 
@@ -103,6 +121,19 @@ class Networks(object):
         """The centred (top half of the) image seen by q's first layer."""
         return x[:, :self.n_in] - self.input_mean
 
+    def variance(self):
+        """The Gaussian likelihood's per-pixel variance [n_output], never below the floor.
+        Built where it is used, so that inside the loop of several steps per call it reads the
+        variable as that step left it."""
+        return U.floored_softplus(self.variance_raw, self.VARIANCE_FLOOR)
+
+    def _image_log_likelihood(self, x, outputs):
+        """log p(x | b_0) [N] from the bottom transformation's `outputs` [N, n_output]."""
+        parameter = tf.nn.bias_add(outputs, self.output_bias)
+        if self.gaussian:
+            return U.gaussian_log_likelihood(x, parameter, self.variance())
+        return U.bernoulli_log_likelihood(x, parameter)
+
     def log_p_terms(self, x, samples, start=0):
         """The terms of log p(x, b) that involve a layer >= start: log p(b_{i-1} | b_i) for
         i >= start (b_{-1} = x), then the prior log p(b_{L-1}). For sp, the one term
@@ -110,14 +141,12 @@ class Networks(object):
         if self.conditional:
             logits = tf.add_n([self.p_logits(i, 2.0 * samples[i] - 1.0)
                                for i in self._generative_layers()])
-            return [U.bernoulli_log_likelihood(x[:, self.n_in:],
-                                               tf.nn.bias_add(logits, self.output_bias))]
+            return [self._image_log_likelihood(x[:, self.n_in:], logits)]
         terms = []
         for i in range(start, self.hparams.n_layer):
             logits = self.p_logits(i, 2.0 * samples[i] - 1.0)
             if i == 0:
-                terms.append(U.bernoulli_log_likelihood(
-                    x, tf.nn.bias_add(logits, self.output_bias)))
+                terms.append(self._image_log_likelihood(x, logits))
             else:
                 terms.append(U.bernoulli_log_likelihood(samples[i - 1], logits))
         return terms + [U.bernoulli_log_likelihood(samples[-1], self.prior[None, :])]
@@ -199,9 +228,9 @@ class ForwardPasses(object):
     def antithetic(self, layer):
         """ARM's second pass for `layer`: hard below it; there b~ = H(a - logit u) =
         1[u < sigma(a)], the antithetic partner of the hard b = 1[u > sigma(-a)]; above it hard
-        again with the hard pass's own u (common noise: independent of u_layer, so the pair's
-        difference stays an unbiased estimate given b_layer, and the shared noise lowers its
-        variance). Built once per layer."""
+        again with the hard pass's own u (independent of u_layer, so the pair's difference
+        stays an unbiased estimate given the layers below). Built once per layer: one
+        evaluation of f."""
         if layer not in self._antithetic:
             flip = [-lu if i == layer else lu for i, lu in enumerate(self.logit_u)]
             self._antithetic[layer] = self._run(lambda i, a: tf.stop_gradient(
@@ -507,11 +536,21 @@ def rebar_gradient(passes, variables, temperature, quadratic, log_temperature=No
 
 
 def _antithetic_estimate(passes, variables, learning_signal):
-    """ARM-style estimators: for each layer l, the pair of the hard pass (b) and the
-    antithetic pass for l (b~), and a learning signal g_l [N, n_hidden] for the logits a_l,
-    pushed into the parameters by loss = -(sum_l sum_j g_lj (held constant) a_lj + log p).
+    """ARM-style estimators, multi-layer in our variant: for each layer l, the pair of the
+    hard pass (b) and the antithetic pass for l (b~), and a learning signal g_l [N, n_hidden]
+    for the logits a_l, pushed into the parameters by
+    loss = -(sum_l sum_j g_lj (held constant) a_lj + log p).
     Layers below l come from the hard pass, so the chain through a_l is the one of the hard
-    pass. The log p gradient (the generative parameters) is the hard pass's."""
+    pass; layers above l are sampled for both members with the hard pass's noise. The log p
+    gradient (the generative parameters) is the hard pass's.
+
+    The hard pass is one member of every layer's pair: 1 + L evaluations of f per sample
+    (L = n_layer). The ARM and DisARM authors' multi-layer code draws a fresh pair per layer
+    (a fresh u at layer l, both members' upper layers resampled, with common noise only under
+    its shared-randomness option): 2 evaluations per layer, 1 + 2L with the pass that gives
+    the lower layers. Both are unbiased (each layer's term is, given the layers below, and
+    the tests check the sum against exact enumeration); we do not claim either is less noisy.
+    """
     hard = passes.hard
     surrogate = hard.log_p
     for l in range(len(hard.samples)):
@@ -524,7 +563,10 @@ def _antithetic_estimate(passes, variables, learning_signal):
 
 def arm(step, variables, hparams):
     """ARM (Yin and Zhou, 2019): d E[f] / d a = E_u[(f(1[u > sigma(-a)]) - f(1[u < sigma(a)]))
-    (u - 1/2)], per layer with the layers above sampled with the hard pass's noise."""
+    (u - 1/2)]. One layer: the paper's estimator, 2 evaluations of f per sample. Several
+    layers: our variant (see `_antithetic_estimate`), 1 + L evaluations, the hard pass one
+    member of every layer's pair, where the authors' code draws a fresh pair per layer
+    (1 + 2L)."""
     return _antithetic_estimate(
         step.passes, variables, lambda diff, u, a, b_anti, b: diff[:, None] * (u - 0.5))
 
@@ -534,11 +576,12 @@ def disarm(step, variables, hparams):
 
         d E[f] / d a_j = E[1/2 (f(b) - f(b~)) (-1)^{b~_j} 1[b_j != b~_j] sigma(|a_j|)].
 
-    Multi-layer: per layer, as `arm`: below l the hard pass, at l the pair, above l both
-    members sampled with the same (hard pass's) noise. That noise is independent of u_l, so
-    conditioning on it keeps each layer's term unbiased; we share it because common noise
-    lowers the variance of f(b) - f(b~) (sampling the upper layers independently for each
-    member would be unbiased too, and noisier).
+    One layer: the paper's estimator, 2 evaluations of f per sample. Several layers: our
+    variant, as `arm` (see `_antithetic_estimate`): below l the hard pass, at l the pair with
+    the hard pass as one member, above l both members sampled with the hard pass's noise
+    (independent of u_l, so each layer's term stays unbiased); 1 + L evaluations of f, where
+    the authors' code draws a fresh pair per layer, 1 + 2L. Sharing the upper layers' noise
+    saves passes; it is not claimed to lower the variance.
     """
     return _antithetic_estimate(step.passes, variables, lambda diff, u, a, b_anti, b:
                                 0.5 * diff[:, None] * disarm_weight(a, b, b_anti))
@@ -592,6 +635,14 @@ def relax(step, variables, hparams, log_temperature=None, scope='relax'):
     temperature exp(log_temperature) ([N], default the model's) minimise mean(g^2). In the
     REINFORCE term c_s(z~_s) is held constant in the model variables only: it keeps its
     derivatives in eta, in r's weights and (per sample, as REBAR's f~v does) in log t.
+
+    Our variant of the paper's estimator (its form is one layer, c(z) = eta f(sigma_t(z)) +
+    r(z)): r_s sees only the segment's relaxed samples (not the image, the layers below or z),
+    and one eta and one temperature serve every segment; the layers above a segment are
+    relaxed in both passes. (The DisARM authors' multi-layer RELAX draws a fresh u, v per layer,
+    resamples the layers above hard, and gives each layer's r its input beside z.) Cost per
+    sample: 1 + 2S evaluations of f (the hard pass, two relaxed passes per segment; S = L with
+    `quadratic`, else 1), plus r on the 2 relaxed inputs of each segment.
     """
     passes, hard = step.passes, step.passes.hard
     if log_temperature is None:
@@ -823,6 +874,25 @@ ESTIMATORS = collections.OrderedDict([
 EVAL_GROUP = 5       # images per evaluation call (the reference's groups of 5)
 EVAL_SAMPLES = 100   # samples per image of the importance-weighted bound
 
+# A seeded run's noise streams (`Model.keyed_uniform`): the second word of the stateless
+# generator's seed, a distinct one for every draw, so that no two draws share numbers and each
+# is a function of the step and its use alone. Training noise: even, >= 0; a batch's dynamic
+# binarization (session.DeviceBatches): odd, >= 0; evaluation noise: negative.
+EVAL_KEYS = 2 ** 24   # evaluation calls a step can key apart (`Model.eval_key`)
+
+
+def training_noise_stream(step, layer, n_layer):
+    return 2 * (step * n_layer + layer)
+
+
+def binarization_stream(step):
+    return 2 * step + 1
+
+
+def eval_noise_stream(step, key, layer, n_layer):
+    """0 <= key < EVAL_KEYS: which evaluation call of the step (session.RunSession.evaluate)."""
+    return -1 - ((step * EVAL_KEYS + key) * n_layer + layer)
+
 
 class Step(object):
     """The graph of one estimator over one batch: inputs, noise, passes, estimate, bounds."""
@@ -831,10 +901,9 @@ class Step(object):
         self.x = x
         n_rows = static_rows or tf.shape(x)[0] * n_samples
         if noise is None:
-            noise = [tf.placeholder_with_default(
-                tf.random_uniform([n_rows, model.hparams.n_hidden]),
-                [static_rows, model.hparams.n_hidden], name='u_%d' % i)
-                for i in range(model.hparams.n_layer)]
+            noise = [tf.placeholder_with_default(u, [static_rows, model.hparams.n_hidden],
+                                                 name='u_%d' % i)
+                     for i, u in enumerate(model.step_noise(n_rows))]
         self.noise = noise
         # read here, with the step's other reads (in a loop of steps, after the last update)
         self.temperature = tf.exp(model.log_temperature.read_value())
@@ -904,10 +973,16 @@ class Model(object):
 
     images: with static shapes, a function n -> the [n, n_input] batch tensor a training step
     reads (the driver's batches taken in the session); by default, a placeholder to feed.
+
+    noise_seed: None, TensorFlow's generator draws every noise; an integer, every noise is a
+    function of (noise_seed, global step, what it is for) alone (TensorFlow's stateless
+    generator, `keyed_uniform`), so that a seeded run resumed from a checkpoint draws what
+    the uninterrupted run draws, whichever graph (one step a call or several) draws it.
     """
     estimator = None   # a key of ESTIMATORS
     learns_temperature = False
     tracked = None   # names of tracked estimators (SBNTrackGradVariances)
+    in_report = ()   # the first of them, whose deviations the report vector holds
 
     def __init__(self, hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,
                  noise_seed=None):
@@ -925,6 +1000,9 @@ class Model(object):
             'global_step', [], tf.int64, tf.zeros_initializer(), trainable=False,
             use_resource=True,
             collections=[tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.GLOBAL_STEP])
+        # which evaluation call of the step this is (`eval_noise_stream`); -1, not fed: a
+        # training step (the flexible build's one Step serves both)
+        self.eval_key = tf.placeholder_with_default(tf.constant(-1, tf.int64), [], 'eval_key')
         self.log_temperature = tf.get_variable(
             'log_temperature', [], tf.float32,
             tf.constant_initializer(np.log(hparams.temperature)), trainable=False,
@@ -1032,27 +1110,49 @@ class Model(object):
         return TrainingLoop(n, noise, count, reports, variances, steps_after, temperatures,
                             finite)
 
+    def keyed_uniform(self, shape, stream):
+        """Uniform noise of `shape`: with `noise_seed`, a function of (noise_seed, stream)
+        alone, `stream` an int64 scalar (`training_noise_stream`, `eval_noise_stream`;
+        distinct streams are independent); otherwise drawn by TensorFlow's generator."""
+        if self.noise_seed is None:
+            return tf.random_uniform(shape)
+        return tf.random.stateless_uniform(
+            shape, tf.stack([tf.constant(self.noise_seed, tf.int64), stream]))
+
     def _training_noise(self, rows, k=None):
         """Each layer's uniform noise for the training step at the current global step s,
-        [rows, n_hidden] (or [k, rows, n_hidden] for steps s..s+k-1), fed to replay a step.
-
-        From TensorFlow's generator; with `noise_seed`, a function of (noise_seed, step, layer)
-        (a stateless generator), so that a step's noise is the same whichever graph (one step
-        a call or several) runs it.
-        """
+        [rows, n_hidden] (or [k, rows, n_hidden] for steps s..s+k-1), fed to replay a step;
+        with `noise_seed`, keyed by each step's number (`keyed_uniform`)."""
         n_layer, shape = self.hparams.n_layer, [rows, self.hparams.n_hidden]
         steps = [None] if k is None else range(k)
         if self.noise_seed is None:
             defaults = [tf.random_uniform([len(steps)] + shape) for _ in range(n_layer)]
         else:
             s = self.global_step.read_value()
-            defaults = [tf.stack([tf.random.stateless_uniform(shape, tf.stack(
-                [tf.constant(self.noise_seed, tf.int64), 2 * ((s + (j or 0)) * n_layer + l)]))
-                for j in steps]) for l in range(n_layer)]
+            defaults = [tf.stack([self.keyed_uniform(shape, training_noise_stream(
+                s + (j or 0), l, n_layer)) for j in steps]) for l in range(n_layer)]
         if k is None:
             defaults = [d[0] for d in defaults]
         return [tf.placeholder_with_default(d, d.shape, name='u_%d' % l)
                 for l, d in enumerate(defaults)]
+
+    def step_noise(self, rows, groups=None):
+        """Each layer's noise [rows, n_hidden] (or [groups, rows, n_hidden]) for a Step built
+        without noise: an evaluation's, keyed by the global step and `eval_key`; in the
+        flexible build also the training step's, keyed by the step when `eval_key` is not
+        fed."""
+        n_layer = self.hparams.n_layer
+        shape = ([] if groups is None else [groups]) + [rows, self.hparams.n_hidden]
+        if self.noise_seed is None:
+            return [tf.random_uniform(shape) for _ in range(n_layer)]
+        s, noise = self.global_step.read_value(), []
+        for l in range(n_layer):
+            stream = eval_noise_stream(s, tf.maximum(self.eval_key, 0), l, n_layer)
+            if not self.static_shapes:
+                stream = tf.where(self.eval_key < 0, training_noise_stream(s, l, n_layer),
+                                  stream)
+            noise.append(self.keyed_uniform(shape, stream))
+        return noise
 
     def _batch_input(self, n_images):
         if self._images is not None:
@@ -1097,9 +1197,8 @@ class Model(object):
     def _build_eval_groups(self, g):
         rows = EVAL_GROUP * EVAL_SAMPLES
         x = tf.placeholder(tf.float32, [g, EVAL_GROUP, self.hparams.n_input], 'eval_x')
-        noise = [tf.placeholder_with_default(tf.random_uniform([g, rows, self.hparams.n_hidden]),
-                                             [g, rows, self.hparams.n_hidden], name='u_%d' % l)
-                 for l in range(self.hparams.n_layer)]
+        noise = [tf.placeholder_with_default(u, [g, rows, self.hparams.n_hidden], name='u_%d' % l)
+                 for l, u in enumerate(self.step_noise(rows, g))]
 
         n_report = len(self.eval.report)
 
@@ -1132,7 +1231,7 @@ class Model(object):
     def _extra_names(self):
         if not self.tracked:
             return []
-        return ['deviation/' + name for name in self.tracked] + ['log_mean_gradient_square']
+        return ['deviation/' + name for name in self.in_report] + ['log_mean_gradient_square']
 
     def evaluations_per_image(self):
         """Forward passes through the generative network per image and training step."""
@@ -1190,27 +1289,39 @@ class Model(object):
                         read_averages)
 
     def _variance_figures(self, firsts, mean_squares, correction):
-        """Per tracked estimator mean(E[g^2]) - mean(mu^2), mu the mean of all tracked E[g];
-        and, when several are tracked, each one's mean((E[g] - mu)^2) and log mean(mu^2).
+        """Per tracked estimator a variance, mean(E[g^2]) - mean(c^2): for the first
+        `in_report` of them (the report vector's; all of one model's single gradient) c = mu,
+        the mean of their E[g], as the released code measures its five; for the others c is
+        their own E[g] (the released code's shared mu makes a low-variance estimator's figure
+        negative once mu's own noise is larger, and an added estimator is not the released
+        code's to reproduce). With several tracked, the report's extra entries: each of the
+        first ones' mean((E[g] - mu)^2), and log mean(mu^2). No figure depends on which other
+        estimators beyond the first are tracked.
 
         Arguments are the undivided moving averages (E[.] = average / correction): firsts,
         one list of tensors per tracked estimator; mean_squares, one scalar each.
         """
-        mu = [tf.add_n(parts) / len(parts) if len(parts) > 1 else parts[0]
-              for parts in zip(*firsts)]
+        n = len(self.in_report) if self.tracked else 1
+        mu = [tf.add_n(parts) / n if n > 1 else parts[0] for parts in zip(*firsts[:n])]
         mu_square = U.mean_square(mu) / tf.square(correction)
-        variances = [s / correction - mu_square for s in mean_squares]
+        centres = [mu_square] * n + [U.mean_square(f) / tf.square(correction)
+                                     for f in firsts[n:]]
+        variances = [s / correction - c for s, c in zip(mean_squares, centres)]
         if not self.tracked:
             return variances, []
         deviations = [U.mean_square([f - m for f, m in zip(first, mu)]) / tf.square(correction)
-                      for first in firsts]
+                      for first in firsts[:n]]
         return variances, deviations + [tf.log(mu_square)]
 
-    def partial_eval(self, sess, xs, n_samples=EVAL_SAMPLES):
+    def partial_eval(self, sess, xs, n_samples=EVAL_SAMPLES, key=0):
         """[importance-weighted bound with n_samples, report vector...] for a group of images.
 
         From 1000 samples on, the bound is taken over chunks of 100 samples and only the bound
         is returned (as in the reference, which does so to bound memory).
+
+        key: with `noise_seed`, the noise is a function of (global step, key) (chunk c of the
+        1000-sample form takes key + c): calls at one step that should draw apart need keys
+        apart, 0 <= key < EVAL_KEYS.
         """
         if n_samples >= 1000 and n_samples % EVAL_SAMPLES:
             raise ValueError('From 1000 samples on, n_samples must be a multiple of %d, got %d.'
@@ -1218,22 +1329,23 @@ class Model(object):
         step = self.eval
         if n_samples < 1000:
             bounds, report = sess.run((step.image_bounds, self.eval_report),
-                                      self._eval_feed(xs, n_samples))
+                                      self._eval_feed(xs, n_samples, key))
             return np.array([np.mean(bounds[:len(xs)])] + list(report))
-        feed = self._eval_feed(xs, EVAL_SAMPLES)
-        chunks = [sess.run(step.log_f, feed)[:len(xs)]
-                  for _ in range(n_samples // EVAL_SAMPLES)]
+        chunks = [sess.run(step.log_f, self._eval_feed(xs, EVAL_SAMPLES, key + c))[:len(xs)]
+                  for c in range(n_samples // EVAL_SAMPLES)]
         return np.array([np.mean(_log_mean_exp(np.concatenate(chunks, 1), axis=1))])
 
-    def _eval_feed(self, xs, n_samples):
+    def _eval_feed(self, xs, n_samples, key):
         """The evaluation graph's feed; the static one takes exactly EVAL_GROUP images (a short
         group is padded, and only its own rows are used) and EVAL_SAMPLES samples."""
+        if not 0 <= key < EVAL_KEYS:
+            raise ValueError('An evaluation key must be in [0, %d), got %d.' % (EVAL_KEYS, key))
         if not self.static_shapes:
-            return {self.eval.x: xs, self.n_samples: n_samples}
+            return {self.eval.x: xs, self.n_samples: n_samples, self.eval_key: key}
         if n_samples != EVAL_SAMPLES:
             raise ValueError('The static-shape build evaluates with %d samples, not %d.'
                              % (EVAL_SAMPLES, n_samples))
-        return {self.eval.x: pad_rows(xs, EVAL_GROUP)}
+        return {self.eval.x: pad_rows(xs, EVAL_GROUP), self.eval_key: key}
 
 
 def pad_rows(xs, n):
@@ -1277,32 +1389,38 @@ class SBNGumbel(Model):
 
 
 class SBNRebar(Model):
-    """REBAR at a fixed temperature. Report: [ELBO, each eta]."""
+    """REBAR at a fixed temperature. Report: [ELBO, each eta]. The generative parameters'
+    etas (eta/model/p_*) stay at 1 by construction: the control variate has no gradient in p
+    (f~ and f~v take the same value, v being u in value, and log q has no p), so the variance
+    objective has none in their etas."""
     estimator = 'REBAR'
 
 
 class SBNDynamicRebar(Model):
     """REBAR with the temperature learned on the variance objective.
 
-    Report: [ELBO, temperature, each eta].
+    Report: [ELBO, temperature, each eta]; eta/model/p_* stay at 1 by construction, as
+    SBNRebar's.
     """
     estimator = 'DynamicREBAR'
     learns_temperature = True
 
 
 class SBNARM(Model):
-    """ARM. Report: [ELBO]."""
+    """ARM (several layers: our variant, 1 + L evaluations of f; see `arm`). Report:
+    [ELBO]."""
     estimator = 'ARM'
 
 
 class SBNDisARM(Model):
-    """DisARM. Report: [ELBO]."""
+    """DisARM (several layers: our variant, 1 + L evaluations of f; see `disarm`). Report:
+    [ELBO]."""
     estimator = 'DisARM'
 
 
 class SBNRelax(Model):
-    """RELAX, its temperature learned on the variance objective. Report: [ELBO, temperature,
-    eta]."""
+    """RELAX, our variant (see `relax`), its temperature learned on the variance objective.
+    Report: [ELBO, temperature, eta]."""
     estimator = 'RELAX'
     learns_temperature = True
 
@@ -1314,23 +1432,40 @@ class SBNReinforceLOO(Model):
 
 
 class SBNTrackGradVariances(Model):
-    """Follows SimpleMuProp and tracks the gradient variance of other estimators on its path:
-    NVIL, SimpleMuProp, MuProp, DynamicREBAR, REBAR, ARM, DisARM, RELAX and, with
-    n_samples >= 2, ReinforceLOO (with one sample per image it has no other sample to centre
-    on). RELAX learns a temperature of its own, so the followed path's is trained on the
-    REBAR variances alone, as in the released code.
+    """Follows SimpleMuProp and, on its path, tracks the gradient variance of other estimators.
 
-    Report: [ELBO, temperature, d variance / d log t, its square, each tracked estimator's mean
-    squared deviation from the mean gradient (in `tracked` order), log mean(mean gradient^2)].
+    STEP_VECTOR, the released code's five in its order: NVIL, SimpleMuProp, MuProp,
+    DynamicREBAR, REBAR. The report vector (the printed `Step N: [...]`) is theirs alone, as
+    the released code prints it: [ELBO, temperature, d variance / d log t, its square, each of
+    the five's mean over parameters of (E[g] - mu)^2, log mean(mu^2)], mu the mean of the
+    five's moving-average gradients E[g]; 4 + 5 + 1 = 10 entries for any network.
+
+    TRACKED: the five, then ours (ARM, DisARM, RELAX, ReinforceLOO); each has a
+    `('NAME', log variance)` line and an entry of the metrics record's `log_grad_variance`
+    (see `_variance_figures`: the five's against mu, ours against their own E[g]), and none
+    in the report vector. Tracking
+    another estimator is adding its name to TRACKED. An estimator whose model is in
+    config.MULTI_SAMPLE_MODELS is tracked only with n_samples >= 2 (ReinforceLOO: with one
+    sample per image it has no other sample to centre on). RELAX learns a temperature of its
+    own, so the followed path's temperature, and d variance / d log t, come from the REBAR
+    variance objectives alone, as in the released code; another tracked estimator that
+    learns a temperature needs its own likewise.
     """
     estimator = 'SimpleMuProp'
     learns_temperature = True
-    TRACKED = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR', 'ARM', 'DisARM',
-               'RELAX')
+    STEP_VECTOR = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')
+    TRACKED = STEP_VECTOR + ('ARM', 'DisARM', 'RELAX', 'ReinforceLOO')
+    in_report = STEP_VECTOR
 
     def __init__(self, hparams, *args, **kwargs):
-        self.tracked = self.TRACKED + (('ReinforceLOO',) if hparams.n_samples >= 2 else ())
+        self.tracked = self.tracked_names(hparams)
         super(SBNTrackGradVariances, self).__init__(hparams, *args, **kwargs)
+
+    @classmethod
+    def tracked_names(cls, hparams):
+        """The estimators tracked with these hparams, in TRACKED order."""
+        several = [globals()[m].estimator for m in config.MULTI_SAMPLE_MODELS]
+        return tuple(n for n in cls.TRACKED if hparams.n_samples >= 2 or n not in several)
 
     def _tracked_estimate(self, step, name):
         if name == 'DynamicREBAR':   # its own etas and baseline beside the tracked REBAR's

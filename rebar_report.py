@@ -15,12 +15,16 @@ writes SWEEP_DIR/report/:
     temperature.{png,svg,json}    the learned temperature (runs of SBNDynamicRebar only)
     index.md              the table and the figures
 
-Each figure has one line per estimator (the mean over seeds at the steps every seed has) with a
-band from the lowest to the highest seed; its .json holds exactly what is plotted. A sweep
-directory's layout (configurations, estimators, seeds) comes from its sweep.json; in a plain
-directory every subdirectory with hparams.json is a run, its estimator the hparam `model`, its
-configuration the other hparams that differ between runs, its seed hparams.json's `seed` (or the
-directory name's `.seed_N`).
+A cell compares its seeds at one step, the last step all of them have a number for ("@ step
+N"; a seed further on is taken back to it), marks (‡) and names the runs behind another seed,
+and when the seeds share no step takes each one's last number and says it mixes steps ("@ steps
+A-B"); table.csv gives each number's step and every seed's last step. Each figure has one line
+per estimator (the mean over seeds at the steps every seed has: it stops where the first seed
+stops) with a band of one standard error either side when it has several seeds, as its title
+says; its .json holds exactly what is plotted. A sweep directory's layout (configurations,
+estimators, seeds) comes from its sweep.json; in a plain directory every subdirectory with
+hparams.json is a run, its estimator the hparam `model`, its configuration the other hparams
+that differ between runs, its seed hparams.json's `seed` (or the directory name's `.seed_N`).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -33,6 +37,7 @@ import os
 import re
 import sys
 
+import config
 import presets
 import records
 import rundir
@@ -128,29 +133,27 @@ def load(directory):
 
 
 # -- the numbers ----------------------------------------------------------------------------------
-def final_train_elbo(recs):
-    """(ELBO of the last full epoch, False), or of the last partial one (True) if the run has
-    no full epoch; None without training records. For an objective=iwae run, its K-sample
-    bound."""
-    train = [r for r in records.of_kind(recs, records.TRAIN)
-             if records.trained(r['fields']) in r['fields']]
-    full = [r for r in train if not r.get('partial')]
-    if full:
-        return full[-1]['fields'][records.trained(full[-1]['fields'])], False
-    return (train[-1]['fields'][records.trained(train[-1]['fields'])], True) if train else None
+# A cell of the table for one metric: mean, standard error (None for one seed), number of seeds,
+# `step`, the one step every seed's number is from (None: the seeds share no step, and each
+# gives its last number), `last_steps`, [(run name, step of its last number)] per seed, and
+# `partial`, how many of the numbers are of a partial epoch.
+Stat = collections.namedtuple('Stat', 'mean se n step last_steps partial')
 
 
-def final_bound(recs, split):
-    last = records.last(recs, records.EVAL)
-    return last['%s_fields' % split].get(records.BOUND) if last else None
-
-
-def run_metrics(run):
-    elbo = final_train_elbo(run.records)
-    return {'train_elbo': elbo[0] if elbo else None,
-            'partial': bool(elbo and elbo[1]),
-            'valid_bound': final_bound(run.records, VALID),
-            'test_bound': final_bound(run.records, TEST)}
+def metric_series(run, metric):
+    """[(step, value, partial)] of a run for a table metric, in step order: the training ELBO of
+    each full epoch (of each partial one while the run has no full epoch; an objective=iwae
+    run's K-sample bound), or each evaluation's bound."""
+    if metric == 'train_elbo':
+        train = [r for r in records.of_kind(run.records, records.TRAIN)
+                 if r['fields'].get(records.trained(r['fields'])) is not None]
+        full = [r for r in train if not r.get('partial')]
+        return [(r['step'], r['fields'][records.trained(r['fields'])], bool(r.get('partial')))
+                for r in full or train]
+    split = VALID if metric == 'valid_bound' else TEST
+    return [(r['step'], r['%s_fields' % split][records.BOUND], False)
+            for r in records.of_kind(run.records, records.EVAL)
+            if r['%s_fields' % split].get(records.BOUND) is not None]
 
 
 def mean_se(values):
@@ -166,20 +169,41 @@ def mean_se(values):
     return mean, math.sqrt(variance) / math.sqrt(n), n
 
 
+def cell_stat(runs, metric):
+    """The seeds of a cell compared at one step: each seed's number at the last step all of
+    them have one for (a seed further on is taken back to it); if they share none, each seed's
+    last number, and the cell says it mixes steps. None without numbers."""
+    series = [(run.name, metric_series(run, metric)) for run in runs]
+    series = [(name, points) for name, points in series if points]
+    if not series:
+        return None
+    shared = set.intersection(*[set(step for step, _, _ in points) for _, points in series])
+    step = max(shared) if shared else None
+    chosen = [[p for p in points if p[0] == step][-1] if shared else points[-1]
+              for _, points in series]
+    mean, se, n = mean_se([value for _, value, _ in chosen])
+    return Stat(mean, se, n, step, [(name, points[-1][0]) for name, points in series],
+                sum(1 for _, _, partial in chosen if partial))
+
+
+def behind(stat):
+    """The runs of a cell whose last number is before another seed's: [(name, step)]."""
+    furthest = max(step for _, step in stat.last_steps)
+    return [(name, step) for name, step in stat.last_steps if step < furthest]
+
+
 def ordered(items):
     return list(collections.OrderedDict((i, None) for i in items))
 
 
 def summarise(runs):
-    """{(row, column): {metric: (mean, se, n) or None, 'partial': runs without a full epoch}}."""
+    """{(row, column): {metric: Stat or None}}."""
     cells = collections.OrderedDict()
     for run in runs:
-        cells.setdefault((run.row, run.column), []).append(run_metrics(run))
-    table = collections.OrderedDict()
-    for key, metrics in cells.items():
-        table[key] = dict((m, mean_se([x[m] for x in metrics])) for m, _ in METRICS)
-        table[key]['partial'] = sum(1 for x in metrics if x['partial'])
-    return table
+        cells.setdefault((run.row, run.column), []).append(run)
+    return collections.OrderedDict(
+        (key, dict((m, cell_stat(members, m)) for m, _ in METRICS))
+        for key, members in cells.items())
 
 
 def published_value(published, row, column, metric):
@@ -189,13 +213,20 @@ def published_value(published, row, column, metric):
 
 
 def cell_text(stat, digits=2):
+    """`mean ± se (n=N) @ step S`, † when a number is of a partial epoch, ‡ when a seed is
+    behind another (`@ steps A-B`: the seeds share no step)."""
     if stat is None:
         return 'n/a'
-    mean, se, n = stat
-    text = '%.*f' % (digits, mean)
-    if se is not None:
-        text += ' ± %.*f' % (digits, se)
-    return text + ' (n=%d)' % n
+    text = '%.*f' % (digits, stat.mean)
+    if stat.se is not None:
+        text += ' ± %.*f' % (digits, stat.se)
+    text += ' (n=%d)' % stat.n
+    if stat.step is not None:
+        text += ' @ step %d' % stat.step
+    else:
+        steps = [step for _, step in stat.last_steps]
+        text += ' @ steps %d-%d' % (min(steps), max(steps))
+    return text + (' †' if stat.partial else '') + (' ‡' if behind(stat) else '')
 
 
 def write_tables(out_dir, runs, table, published):
@@ -205,22 +236,31 @@ def write_tables(out_dir, runs, table, published):
         lines += ['### %s' % title, '',
                   '| configuration | %s |' % ' | '.join(columns),
                   '| --- |%s' % (' --- |' * len(columns))]
+        late = []
         for row in rows:
             cells = []
             for column in columns:
                 stat = table.get((row, column), {}).get(metric)
                 text = cell_text(stat)
-                if metric == 'train_elbo' and table.get((row, column), {}).get('partial'):
-                    text += ' †'
                 paper = published_value(published, row, column, metric)
                 if paper is not None:
                     text += ' [paper %s]' % paper
                 cells.append(text)
+                if stat is not None and behind(stat):
+                    late.append('%s, %s%s: %s (the furthest at step %d)' % (
+                        row, column, '' if stat.step is not None else ' (mixed steps)',
+                        ', '.join('%s at step %d' % b for b in behind(stat)),
+                        max(step for _, step in stat.last_steps)))
             lines.append('| %s | %s |' % (row, ' | '.join(cells)))
         lines.append('')
+        if late:
+            lines += ['‡ runs behind another seed of their cell:', '']
+            lines += ['- %s' % text for text in late] + ['']
     notes = ['Mean ± standard error over seeds (sample standard deviation / sqrt(n)); n is the '
-             'number of seeds.']
-    if any(v.get('partial') for v in table.values()):
+             'number of seeds. A cell compares its seeds at one step, the last step all of '
+             'them reached (@ step N): a seed further on is taken back to it. When they share '
+             'no step, each seed gives its last number (@ steps A-B) and the cell mixes steps.']
+    if any(s.partial for v in table.values() for s in v.values() if s):
         notes.append('† some seeds have no full epoch: their last, partial epoch is used.')
     if published:
         notes.append('[paper x]: %s.' % published['source'])
@@ -230,7 +270,8 @@ def write_tables(out_dir, runs, table, published):
     header = ['configuration']
     for column in columns:
         for metric, _ in METRICS:
-            header += ['%s %s' % (column, metric), '%s %s_se' % (column, metric)]
+            header += ['%s %s%s' % (column, metric, suffix)
+                       for suffix in ('', '_se', '_step', '_last_steps')]
         header += ['%s n_seeds' % column, '%s published_train_elbo' % column]
     with open(os.path.join(out_dir, 'table.csv'), 'w') as f:
         writer = csv.writer(f, lineterminator='\n')
@@ -241,9 +282,13 @@ def write_tables(out_dir, runs, table, published):
                 cell = table.get((row, column), {})
                 for metric, _ in METRICS:
                     stat = cell.get(metric)
-                    out += ['' if stat is None else repr(stat[0]),
-                            '' if stat is None or stat[1] is None else repr(stat[1])]
-                counts = [cell[m][2] for m, _ in METRICS if cell.get(m)]
+                    if stat is None:
+                        out += ['', '', '', '']
+                        continue
+                    out += [repr(stat.mean), '' if stat.se is None else repr(stat.se),
+                            '' if stat.step is None else stat.step,
+                            ' '.join('%s@%d' % last for last in stat.last_steps)]
+                counts = [cell[m].n for m, _ in METRICS if cell.get(m)]
                 paper = published_value(published, row, column, 'train_elbo')
                 out += [max(counts) if counts else 0, '' if paper is None else repr(paper)]
             writer.writerow(out)
@@ -270,9 +315,13 @@ def series(run, figure):
     return {run.column: (steps, values)} if steps else {}
 
 
+BAND = '± 1 standard error of the mean'
+
+
 def figure_data(runs, figure):
     """The panels of a figure: per configuration, per line, the seeds' values at the steps
-    every seed has, their mean, min and max."""
+    every seed has (a line stops where its first seed stops), their mean, its standard error
+    (None for one seed) and the band mean ± standard error that is drawn around it."""
     panels = []
     for row in ordered(r.row for r in runs):
         by_line = collections.OrderedDict()
@@ -284,17 +333,22 @@ def figure_data(runs, figure):
         for line, seeds in by_line.items():
             common = sorted(set.intersection(*[set(s) for s in seeds.values()]))
             per_seed = dict((seed, [values[s] for s in common]) for seed, values in seeds.items())
-            columns = list(zip(*per_seed.values()))
+            stats = [mean_se(column) for column in zip(*per_seed.values())]
+            means = [m for m, _, _ in stats]
+            ses = [se for _, se, _ in stats] if len(seeds) > 1 else None
             lines.append({'estimator': line, 'steps': common, 'seeds': per_seed,
-                          'mean': [sum(c) / len(c) for c in columns],
-                          'min': [min(c) for c in columns], 'max': [max(c) for c in columns]})
+                          'mean': means, 'se': ses,
+                          'band': [[m - se for m, se in zip(means, ses)],
+                                   [m + se for m, se in zip(means, ses)]] if ses else None})
         if lines:
             panels.append({'configuration': row, 'lines': lines})
     return panels
 
 
-def plot(out_dir, figure, title, panels):
-    """Writes FIGURE.png, .svg and .json; returns the basenames written."""
+def draw(title, panels):
+    """The matplotlib figure of `figure_data`'s panels: each line the mean over its seeds,
+    labelled with their number; a line of several seeds has a band of one standard error
+    either side, and the figure's title says so."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -302,36 +356,63 @@ def plot(out_dir, figure, title, panels):
     n = len(panels)
     ncols = min(3, n)
     nrows = int(math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+    top = 0.6   # inches for the title
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows + top),
+                             squeeze=False)
     for ax, panel in zip([a for row in axes for a in row], panels):
         for line in panel['lines']:
             few = len(line['steps']) < 30   # short runs: show the points themselves
-            drawn = ax.plot(line['steps'], line['mean'], label=line['estimator'],
+            label = '%s (%d seed%s)' % (line['estimator'], len(line['seeds']),
+                                        's' if len(line['seeds']) > 1 else '')
+            drawn = ax.plot(line['steps'], line['mean'], label=label,
                             marker='o' if few else None, markersize=3)[0]
-            if len(line['seeds']) > 1:
-                ax.fill_between(line['steps'], line['min'], line['max'],
-                                color=drawn.get_color(), alpha=0.2, linewidth=0)
+            if line['band']:
+                ax.fill_between(line['steps'], line['band'][0], line['band'][1],
+                                color=drawn.get_color(), alpha=0.25, linewidth=0)
         ax.set_title(panel['configuration'], fontsize=10)
         ax.set_xlabel('steps')
         ax.set_ylabel(title)
         ax.legend(fontsize=8)
     for ax in [a for row in axes for a in row][n:]:
         ax.set_visible(False)
-    fig.tight_layout()
+    banded = any(line['band'] for panel in panels for line in panel['lines'])
+    fig.suptitle('%s\nline: mean over seeds%s' % (title, '; band: ' + BAND if banded else ''),
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / (3.6 * nrows + top)))
+    return fig
+
+
+def plot(out_dir, figure, title, panels):
+    """Writes FIGURE.png, .svg and .json; returns the basenames written."""
+    import matplotlib.pyplot as plt
+    fig = draw(title, panels)
     for ext in ('png', 'svg'):
         fig.savefig(os.path.join(out_dir, '%s.%s' % (figure, ext)), dpi=100)
     plt.close(fig)
     rundir.atomic_write(os.path.join(out_dir, figure + '.json'),
-                        json.dumps({'figure': figure, 'ylabel': title, 'band': 'min-max over seeds',
-                                    'panels': panels}, indent=1) + '\n')
+                        records.dumps({'figure': figure, 'ylabel': title,
+                                       'line': 'mean over seeds', 'band': BAND, 'panels': panels},
+                                      indent=1) + '\n')
     return figure
+
+
+def data_text(runs):
+    """The data sets and likelihoods the runs trained on, from their hparams.json (a run from
+    before an hparam existed has its default), e.g. 'mnist with the bernoulli likelihood'."""
+    seen = []
+    for run in runs:
+        hp = dict(config.DEFAULTS, **(rundir.RunDir(run.path).read_hparams() or {}))
+        dataset = 'omniglot' if hp['task'] == 'omni' else hp['dataset']
+        seen.append('%s with the %s likelihood' % (dataset, hp['likelihood']))
+    return '; '.join(ordered(seen))
 
 
 def write_index(out_dir, directory, runs, table_text, figures):
     lines = ['# Report: %s' % os.path.basename(os.path.abspath(directory)), '',
-             '%d runs, %d configurations, estimators: %s.'
+             '%d runs, %d configurations, estimators: %s. Data: %s.'
              % (len(runs), len(ordered(r.row for r in runs)),
-                ', '.join(ordered(r.column for r in runs))), '', '## Final numbers', '',
+                ', '.join(ordered(r.column for r in runs)), data_text(runs)), '',
+             '## Final numbers', '',
              table_text, '## Curves', '']
     for figure in figures:
         title = [t for f, t, _ in FIGURES if f == figure][0]

@@ -9,7 +9,10 @@ The grid is a product of value lists (`;` between hparams, `,` between values); 
 holds common hparams, which the grid's values override key by key. Every (grid point, seed) is
 one `rebar_train.py` process in its own run directory `SWEEP_DIR/<grid values>.seed_S`, with
 its stdout and stderr in `stdout.log` and `stderr.log` there. Flags after `--`, and flags this
-script does not know, go to every rebar_train.py.
+script does not know, go to every rebar_train.py; one that rebar_train.py does not take either (a
+typo), or one the sweep sets for each run (--seed, --working_dir, --max_steps, --hparams), stops
+the sweep before anything starts, naming it and the nearest flag. Flags are matched exactly:
+--max_step is not read as --max_steps.
 
 Each run is a Ray task holding `--cpus_per_run` CPUs (also the trainer's `--threads`), and
 `--gpus_per_run` GPUs (Ray sets CUDA_VISIBLE_DEVICES) or `--npus_per_run` of the custom
@@ -435,6 +438,7 @@ def start_ray(args):
 
 def run_sweep(args, driver_flags, argv):
     """Runs the sweep; returns the exit code (0: every run finished, 1: some failed)."""
+    check_driver_flags(driver_flags)
     defn = definition(args)
     runs = expand(defn)
     sweep_dir = os.path.abspath(args.sweep_dir)
@@ -523,9 +527,33 @@ def run_sweep(args, driver_flags, argv):
 
 
 # -- command line ---------------------------------------------------------------------------------
+# rebar_train flags the sweep sets for each run (train_command): given again for the driver, they
+# would override the run's own (every run trained with one seed, in a directory named for
+# another), so they are refused.
+SET_PER_RUN = ('hparams', 'working_dir', 'seed', 'max_steps', 'steps', 'threads')
+
+
+def check_driver_flags(flags):
+    """Raises SweepError, before anything is written or started, when a flag meant for
+    rebar_train.py is one it does not take (a misspelled sweep flag lands here too), naming it
+    and the nearest flag of either program, or one the sweep sets for each run."""
+    import rebar_train   # its flag table only: no TensorFlow
+    try:
+        rebar_train.refuse_unknown_flags(flags, program='rebar_sweep.py',
+                                         suggest=[a.dest for a in parser()._actions])
+    except rebar_train.UsageError as e:
+        raise SweepError('%s (flags this script does not take go to every rebar_train.py)' % e)
+    clashing = sorted(set(f.lstrip('-').split('=', 1)[0] for f in flags if f.startswith('-'))
+                      & set(SET_PER_RUN))
+    if clashing:
+        raise SweepError('--%s: the sweep sets these for each run (give the sweep\'s --hparams, '
+                         '--grid, --seeds or --max_steps instead). Nothing was started.'
+                         % ', --'.join(clashing))
+
+
 def parser():
     p = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
+        description=__doc__.split('\n\n')[0], allow_abbrev=False,
         epilog='Presets: ' + '; '.join('%s: %s' % (k, v['description'])
                                        for k, v in sorted(presets.PRESETS.items())))
     p.add_argument('--grid', help='"name=v1,v2;name=v1,v2": the product of value lists')

@@ -20,6 +20,7 @@ complete checkpoint. Flags and hparams are checked before TensorFlow is imported
 from __future__ import absolute_import, division, print_function
 
 import collections
+import difflib
 import hashlib
 import io
 import math
@@ -194,6 +195,37 @@ def resolve_options(hparams=(), base_hparams='', data_dir=None, data_path=None,
                                           DEFAULT_MAX_STEPS), **others)
 
 
+def refuse_unknown_flags(argv, also=(), platform=(), program='rebar_train', suggest=()):
+    """Raises UsageError, in one line, naming every argument of `argv` that rebar_train's flags
+    (or the names in `also`, a wrapper's own) do not take, each with the nearest known name
+    (difflib), so that a misspelled flag stops the job instead of running the default one.
+    Names in `platform` (arguments a launcher adds to every job) are let through with their
+    values; names in `suggest` are offered as near misses only. Flags are `--name=value`,
+    `--name value`, `--name` or `--noname` (booleans)."""
+    booleans = set(name for name in FLAGS if FLAGS[name].boolean)
+    negated = set('no' + name for name in booleans)
+    known = set(FLAGS) | set(also) | negated
+    problems, expecting_value = [], None
+    for token in argv:
+        if not token.startswith('-') or token in ('-', '--'):
+            if expecting_value is None:
+                problems.append('unexpected argument %r' % token)
+            expecting_value = None
+            continue
+        name = token.lstrip('-').split('=', 1)[0]
+        takes_value = '=' not in token and name not in booleans and name not in negated
+        if name in known or name in platform:
+            expecting_value = name if takes_value else None
+            continue
+        expecting_value = None
+        near = difflib.get_close_matches(name, sorted(known | set(suggest)), n=1, cutoff=0.6)
+        problems.append('unknown flag --%s%s' % (name, ' (did you mean --%s?)' % near[0]
+                                                 if near else ''))
+    if problems:
+        raise UsageError('%s. Nothing was started; %s --help lists the flags.'
+                         % ('; '.join(problems), program))
+
+
 def options_from_flags(flag_values):
     return resolve_options(**dict((s[0], flag_values[s[0]].value) for s in FLAG_SPECS))
 
@@ -342,6 +374,19 @@ def _describe_data(data):
                    for source in getattr(data, 'sources', ())])])
 
 
+def check_data_matches(hp, data, what):
+    """Raises UsageError, in one line, when the images do not fit the hparams: each split must be
+    [N, n_input] (the network's input and output layers are built n_input wide). Runs right
+    after the data is loaded, before the graph is built."""
+    for name, xs in zip(('train', 'valid', 'test'), data):
+        shape = list(np.shape(xs))
+        if len(shape) != 2 or shape[1] != hp.n_input:
+            raise UsageError('n_input=%d does not match the data: the %s images have shape %s '
+                             '(%s). Fix: pass n_input=%s.'
+                             % (hp.n_input, name, shape, what.split('. ')[0],
+                                shape[1] if len(shape) == 2 else '<pixels per image>'))
+
+
 def _reason(error):
     return getattr(error, 'strerror', None) or str(error).strip().split('\n')[0]
 
@@ -398,8 +443,11 @@ class Trainer(object):
         backend = device.choose(o.device, o.precision_mode, o.fast_start, log=self.note,
                                 threads=o.threads)
         if data is None:
-            data = datasets.load_data(config.dataset_of(hp), hp.dynamic_b, o.data_dir)
+            data = (datasets.load_grey(config.dataset_of(hp), o.data_dir)
+                    if hp.likelihood == 'gaussian'
+                    else datasets.load_data(config.dataset_of(hp), hp.dynamic_b, o.data_dir))
         self.data_sources = _describe_data(data)
+        check_data_matches(hp, data, getattr(data, 'description', 'the data given'))
         self.train_xs, self.valid_xs, self.test_xs = data
         self.n_batches = batches.batches_per_epoch(len(self.train_xs), hp.batch_size)
         if self.n_batches < 1:
@@ -439,9 +487,9 @@ class Trainer(object):
             batch_sizes={min(batch_size, n - i * batch_size) for i in range(self.n_batches)},
             static_shapes=static_shapes, evaluates=o.eval_freq > 0,
             steps_per_call=self.steps_per_call,
-            # a resumed run draws fresh noise rather than replaying the first steps' noise
-            random_seed=(None if seed is None
-                         else (seed * 1000003 + self.start_step) % (2 ** 31 - 1)),
+            # the same in every process of the run: a seeded run's noise is keyed by the step
+            # (rebar.Model.keyed_uniform), so a resumed run draws what the uninterrupted one does
+            random_seed=None if seed is None else seed * 1000003 % (2 ** 31 - 1),
             log_dir=self.run_dir.path)
         self.rng = np.random.RandomState(seed)
         # TensorBoard drops the events of an earlier, killed process after this run's start
@@ -681,12 +729,12 @@ class Trainer(object):
             return int(self.step / (n / batch_size))
         return self.step // self.n_batches
 
-    def evaluate(self, xs):
-        return self.session.evaluate(xs)
+    def evaluate(self, xs, split=0):
+        return self.session.evaluate(xs, split)
 
     def _evaluate(self):
         started = time.time()
-        valid, test = self.evaluate(self.valid_xs), self.evaluate(self.test_xs)
+        valid, test = self.evaluate(self.valid_xs, 0), self.evaluate(self.test_xs, 1)
         self._record(records.eval_record(self.step, self.epoch_index(), valid, test,
                                          self.session.model.eval_report_names,
                                          eval_text(self.step, valid, test)))

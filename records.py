@@ -14,11 +14,19 @@ SBNTrackGradVariances a dict of estimator name to log variance. An evaluation re
 
     {"kind": "eval", "step": 41680, "epoch": 20, "valid": [...], "test": [...],
      "valid_fields": {"iwae_bound": -99.1, ...}, "test_fields": {...}, "time": ..., "text": ...}
+
+Every line is strict JSON (RFC 8259), readable by jq, browsers and any language's JSON library: a
+number that is not finite (an undefined figure, such as the log variance of a one-step epoch, or a
+diverged ELBO) is written as `null`, never as the bare `NaN` or `Infinity` that strict parsers
+reject. `dumps` writes a record so; `loads` (and `read`) give such a null back as NaN in the
+fields that hold numbers (NUMBER_FIELDS), so readers compute with NaN as before. The `text` line
+keeps the printed form (`nan`, `inf`).
 """
 from __future__ import absolute_import, division, print_function
 
 import collections
 import json
+import math
 import os
 import time
 
@@ -34,6 +42,47 @@ def trained(fields):
     """The name of the training objective among a training record's fields: the ELBO, or the
     K-sample bound of an objective=iwae run (ELBO if neither is present)."""
     return K_SAMPLE_BOUND if K_SAMPLE_BOUND in fields and ELBO not in fields else ELBO
+# The fields of a record that hold numbers (a number, a list or a dict of them): a null there was
+# a non-finite number.
+NUMBER_FIELDS = ('report', 'fields', 'log_grad_variance', 'temperature', 'valid', 'test',
+                 'valid_fields', 'test_fields')
+
+
+def _nulls(value):
+    """`value` with every non-finite float, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return collections.OrderedDict((k, _nulls(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_nulls(v) for v in value]
+    return value
+
+
+def _nans(value):
+    """The inverse of _nulls inside a number field: None becomes NaN."""
+    if value is None:
+        return float('nan')
+    if isinstance(value, dict):
+        return collections.OrderedDict((k, _nans(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_nans(v) for v in value]
+    return value
+
+
+def dumps(record, indent=None):
+    """A record (or any JSON document of ours) as strict JSON: non-finite numbers become null
+    (module doc); one line unless `indent`."""
+    return json.dumps(_nulls(record), allow_nan=False, indent=indent)
+
+
+def loads(line):
+    """A record from one line; a null in a number field comes back as NaN."""
+    record = json.loads(line, object_pairs_hook=collections.OrderedDict)
+    for key in NUMBER_FIELDS:
+        if key in record:
+            record[key] = _nans(record[key])
+    return record
 
 
 def named(names, values):
@@ -70,7 +119,7 @@ def read(path):
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [loads(line) for line in f if line.strip()]
 
 
 def of_kind(records, kind):

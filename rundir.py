@@ -27,6 +27,8 @@ import json
 import os
 import re
 
+import records as records_format
+
 HPARAMS = 'hparams.json'
 PROVENANCE = 'provenance.json'
 NOTES = 'notes.log'
@@ -180,10 +182,10 @@ class RunDir(object):
         if not os.path.exists(path):
             return []
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [records_format.loads(line) for line in f if line.strip()]
 
     def write_records(self, records):
-        atomic_write(self.join(METRICS), ''.join(json.dumps(r) + '\n' for r in records))
+        atomic_write(self.join(METRICS), ''.join(records_format.dumps(r) + '\n' for r in records))
         atomic_write(self.join(LOG), ''.join(r['text'] + '\n' for r in records))
 
     def read_provenance(self):

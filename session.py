@@ -12,6 +12,11 @@ import rebar
 # Groups of rebar.EVAL_GROUP images evaluated per call with static shapes (the last call
 # padded): large enough that the per-call cost is small beside the call's work.
 EVAL_GROUPS = 20
+# A step's evaluations (validation, test) and the session calls each can make, whose noise a
+# seeded run keys apart (rebar.EVAL_KEYS of them a step): 2 ** 20 calls of one group are
+# 5 million images.
+EVAL_SPLITS = 16
+EVAL_CALLS = rebar.EVAL_KEYS // EVAL_SPLITS
 
 
 def grouped_evaluation(evaluate_groups, xs, n_groups):
@@ -54,10 +59,10 @@ class RunSession(object):
                                           hparams.dynamic_b, random_seed)
                             if static_shapes else None)
             # a seeded run's noise is a function of the step: the same for every steps_per_call
+            # and after a resumption
             self.model = model = rebar.build_model(
                 hparams, np.mean(train_xs, axis=0), static_shapes=static_shapes,
-                images=self.batches.images if self.batches else None,
-                noise_seed=random_seed if static_shapes else None)
+                images=self.batches.images if self.batches else None, noise_seed=random_seed)
             trainings = dict((n, model.training(n))
                              for n in (sorted(batch_sizes) if static_shapes else [None]))
             if evaluates:
@@ -87,7 +92,8 @@ class RunSession(object):
                  loop.temperatures, loop.grads_finite), feed_list=[loop.n])
         if evaluates and static_shapes:
             self._eval_groups = self.sess.make_callable(
-                (groups.image_bounds, groups.reports, groups.extras), feed_list=[groups.x])
+                (groups.image_bounds, groups.reports, groups.extras),
+                feed_list=[groups.x, model.eval_key])
         self.writer = tf.summary.FileWriter(log_dir)
 
     @property
@@ -117,14 +123,20 @@ class RunSession(object):
         if self.batches:
             self.batches.load(self.sess, order, start_step)
 
-    def evaluate(self, xs):
+    def evaluate(self, xs, split=0):
         """The reference's evaluation: the mean over groups of EVAL_GROUP images of
         [importance-weighted bound, evaluation report...]; with static shapes, many groups a
-        call (`grouped_evaluation`)."""
+        call (`grouped_evaluation`). `split` (0 to EVAL_SPLITS - 1): which of the step's
+        evaluations this is (validation, test), so that with a seed each call of each draws
+        its own noise (`rebar.Model.eval_key`)."""
+        if not 0 <= split < EVAL_SPLITS:
+            raise ValueError('split must be in [0, %d), got %d.' % (EVAL_SPLITS, split))
+        keys = iter(range(split * EVAL_CALLS, (split + 1) * EVAL_CALLS))
         if self.batches:
-            return grouped_evaluation(self._eval_groups, xs, self._n_eval_groups)
+            return grouped_evaluation(lambda groups: self._eval_groups(groups, next(keys)), xs,
+                                      self._n_eval_groups)
         group = rebar.EVAL_GROUP
-        return np.mean([self.model.partial_eval(self.sess, xs[i:i + group])
+        return np.mean([self.model.partial_eval(self.sess, xs[i:i + group], key=next(keys))
                         for i in range(0, len(xs), group)], axis=0)
 
     def save(self, prefix):
@@ -193,8 +205,8 @@ class DeviceBatches(object):
         xs = tf.gather(self.data, tf.slice(self.order, [first], [n_images]))
         if self.dynamic_b and self.seed is None:
             xs = tf.cast(tf.random_uniform(xs.shape) < xs, tf.float32)
-        elif self.dynamic_b:   # odd second seeds: the model's noise takes the even ones
-            seed = tf.stack([tf.constant(self.seed, tf.int64), 2 * step + 1])
+        elif self.dynamic_b:   # a stream of its own (rebar.training_noise_stream)
+            seed = tf.stack([tf.constant(self.seed, tf.int64), rebar.binarization_stream(step)])
             xs = tf.cast(tf.random.stateless_uniform(xs.shape, seed) < xs, tf.float32)
         return xs
 

@@ -1,6 +1,7 @@
 """Small TensorFlow helpers shared by the model and the driver (graph mode, TF 1.15 and TF 2)."""
 from __future__ import absolute_import, division, print_function
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 # One graph-mode semantics in both worlds: TF 2 behaves as TF 1.15 does (graphs, sessions,
@@ -34,10 +35,34 @@ def bernoulli_log_likelihood(y, logits):
     return tf.reduce_sum(y * logits - tf.nn.softplus(logits), 1)
 
 
+def gaussian_log_likelihood(y, mean, variance):
+    """sum_j log N(y_j; mean_j, variance_j) over the last axis, [N, D] (variance [D]) -> [N]:
+    sum_j -(log(2 pi variance_j) + (y_j - mean_j)^2 / variance_j) / 2.
+
+    The precision 1/variance is taken once per pixel and multiplied in: TF 1.15's gradient of a
+    broadcast division has shapes unknown until run time (see `mean_square`).
+    """
+    precision = tf.reciprocal(variance)
+    return -0.5 * tf.reduce_sum(tf.log(2.0 * np.pi * variance)
+                                + tf.square(y - mean) * precision, 1)
+
+
+def floored_softplus(raw, floor):
+    """max(softplus(raw), floor) for `raw` of a static shape: a positive parameter (a variance)
+    that never falls below `floor`; below it the gradient in raw is zero, as in the
+    double-CV/RODEO authors' code. A select against a floor of raw's shape, not tf.maximum:
+    TF 1.15's gradient of a broadcast maximum has shapes unknown until run time."""
+    value = tf.nn.softplus(raw)
+    floors = tf.constant(np.full(raw.shape.as_list(), floor, np.float32))
+    return tf.where(value > floors, value, floors)
+
+
 def leave_one_out_centre(x):
-    """x_i - mean_{j != i} x_j over the first axis: a baseline independent of sample i."""
+    """x_i - mean_{j != i} x_j over the first axis: a baseline independent of sample i. A single
+    sample has no others and keeps x (baseline 0: plain REINFORCE, as the papers' one-sample
+    toy problem uses it)."""
     n = tf.cast(tf.shape(x)[0], x.dtype)
-    return x - (tf.reduce_sum(x) - x) / (n - 1.0)
+    return x - (tf.reduce_sum(x) - x) / tf.maximum(n - 1.0, 1.0)
 
 
 def mean_square(tensors, variables=None):

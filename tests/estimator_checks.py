@@ -14,10 +14,14 @@ import tensorflow.compat.v1 as tf
 TINY = 'n_input=6,n_hidden=3'
 
 
-def tiny_data(n=8, seed=0):
-    """Binary images of 6 pixels with a known mean."""
+def tiny_data(n=8, seed=0, likelihood='bernoulli'):
+    """Images of 6 pixels with a known mean: binary, or for likelihood=gaussian grey in
+    [-1, 1] (the data that likelihood models)."""
     rng = np.random.RandomState(seed)
-    return (rng.rand(n, 6) < np.linspace(0.2, 0.8, 6)).astype(np.float32)
+    binary = (rng.rand(n, 6) < np.linspace(0.2, 0.8, 6)).astype(np.float32)
+    if likelihood == 'gaussian':   # the same images made grey, then x * 2 - 1
+        return (2 * (0.2 + 0.6 * binary + 0.2 * rng.rand(n, 6)) - 1).astype(np.float32)
+    return binary
 
 
 def build(spec, mean_xs, static_shapes=False, reuse_hard=True):

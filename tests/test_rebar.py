@@ -39,6 +39,8 @@ NETWORKS = {
     'linear-2': 'n_layer=2',
     'nonlinear-1': 'n_layer=1,nonlinear=true',
     'nonlinear-2': 'n_layer=2,nonlinear=true',
+    # the Gaussian likelihood changes f only: one architecture shows every estimator still exact
+    'linear-1-gaussian': 'n_layer=1,likelihood=gaussian',
 }
 UNBIASED = {
     'SBN': 'model=SBN',
@@ -68,14 +70,15 @@ def _compare_with_exact(spec, perturbed_too=True, seed=0, samples=SAMPLES, bound
     the sizes (default estimator_checks.TINY).
     """
     import estimator_checks as C
-    data = C.tiny_data()
+    spec = '%s,%s,batch_size=%d,n_samples=%d' % (spec, network or C.TINY,
+                                                 IMAGES * (SAMPLES // samples), samples)
+    data = C.tiny_data(likelihood=config.parse_hparams(spec).likelihood)
     xs = np.tile(data[:IMAGES], [SAMPLES // samples, 1])
-    model = C.build('%s,%s,batch_size=%d,n_samples=%d' % (spec, network or C.TINY, len(xs),
-                                                          samples),
-                    data.mean(0), static_shapes=True)
+    model = C.build(spec, data.mean(0), static_shapes=True)
     assert C.unknown_dimensions(C.training_fetches(model)) == []   # the NPU build is static
-    exact = (C.exact_bound_gradient(model, xs[:IMAGES], samples) if bound
-             else C.exact_loss_gradient(model, xs))
+    # the mean over xs' copies
+    exact = (C.exact_bound_gradient(model, data[:IMAGES], samples) if bound
+             else C.exact_loss_gradient(model, data[:IMAGES]))
     rng = np.random.RandomState(seed)
     results = []
     with _session() as sess:
@@ -101,6 +104,47 @@ def test_estimator_is_unbiased_against_exact_enumeration(graph, estimator, netwo
         assert np.all(np.abs(error) <= tolerance), (
             '%s at the %s state: parameter %d off by %.3g (%.1f standard errors)'
             % (estimator, state, worst, error[worst], abs(error[worst]) / se[worst]))
+
+
+# The configurations training uses that the grid above leaves out: three stochastic layers,
+# task=sp (the released model, and with sp_all_layers its erratum's), one sample per image
+# (the training default; two for leave-one-out, its least) and plain Concrete relaxation
+# (muprop_relaxation=false). Each axis is paired with the estimators whose code it reaches,
+# several axes a case, so that each estimator runs once or twice:
+# - three layers: a middle layer, whose segment/pair has layers both below and above it:
+#   the per-layer estimators (MuProp, REBAR's segments, RELAX, ARM/DisARM's pairs);
+# - sp: f = log p(bottom | b) with no log q and the hard terms not reused, from the last
+#   layer only or from every layer: the estimators that build other passes (the mean pass,
+#   the relaxed ones, the antithetic ones), and SBN/LOO's plain REINFORCE as a control;
+# - one sample: SBN's batch-wide centring, DynamicREBAR's and RELAX's per-row temperature;
+#   two: ReinforceLOO's 1/(K - 1);
+# - muprop_relaxation=false: only the relaxed passes (REBAR, DynamicREBAR, RELAX).
+# NVIL and SimpleMuProp add nothing here: the hard pass and the mean pass, covered by MuProp.
+TRAINING_CONFIGURATIONS = {
+    'MuProp-3layers-sp': ('model=SBNMuProp,n_layer=3,task=sp', 1),
+    'Rebar-3layers-concrete': ('model=SBNRebar,n_layer=3,muprop_relaxation=false', 1),
+    'DynamicRebar-3layers-sp_all': ('model=SBNDynamicRebar,n_layer=3,task=sp,'
+                                    'sp_all_layers=true', 1),
+    'DynamicRebar-sp-concrete': ('model=SBNDynamicRebar,n_layer=2,task=sp,'
+                                 'muprop_relaxation=false', 1),
+    'Relax-3layers-concrete': ('model=SBNRelax,n_layer=3,muprop_relaxation=false', 1),
+    'Relax-sp_all': ('model=SBNRelax,n_layer=2,task=sp,sp_all_layers=true', 1),
+    'ARM-3layers-sp_all': ('model=SBNARM,n_layer=3,task=sp,sp_all_layers=true', 1),
+    'DisARM-3layers': ('model=SBNDisARM,n_layer=3', 1),
+    'SBN-3layers-sp_all': ('model=SBN,n_layer=3,task=sp,sp_all_layers=true', 1),
+    'ReinforceLOO-3layers-sp': ('model=SBNReinforceLOO,n_layer=3,task=sp', 2),
+}
+
+
+@pytest.mark.parametrize('case', sorted(TRAINING_CONFIGURATIONS))
+def test_estimator_is_unbiased_in_the_configurations_training_uses(graph, case):
+    spec, samples = TRAINING_CONFIGURATIONS[case]
+    for state, error, se, truth in _compare_with_exact(spec, samples=samples):
+        tolerance = 4 * se + 1e-5 * (1 + np.abs(truth))
+        worst = np.argmax(np.abs(error) / tolerance)
+        assert np.all(np.abs(error) <= tolerance), (
+            '%s at the %s state: parameter %d off by %.3g (%.1f standard errors)'
+            % (case, state, worst, error[worst], abs(error[worst]) / se[worst]))
 
 
 def _broken_loo(step, variables, hparams):
@@ -371,6 +415,28 @@ def test_released_quadratic_control_variate_is_the_same_with_one_layer(graph):
         assert np.all(np.abs(error) <= 4 * se + 1e-5 * (1 + np.abs(truth)))
 
 
+def test_rebar_etas_of_the_generative_parameters_stay_at_one_by_construction(graph):
+    """As docs/models.md says: the control variate has no gradient in p (its relaxed passes
+    take the same value, v being u in value, and log q has no p), so eta/model/p_* get no
+    gradient and stay at exactly 1 while the q etas move."""
+    import estimator_checks as C
+    data = C.tiny_data()
+    model = C.build('model=SBNDynamicRebar,n_layer=2,batch_size=4,' + C.TINY, data.mean(0),
+                    static_shapes=True)
+    rng = np.random.RandomState(3)
+    with _session() as sess:
+        C.load_weights(sess, etas=False)
+        for _ in range(3):   # the third step's report holds the etas after two updates
+            feed = C.noise_feed(model, 4, rng)
+            feed[model.x] = data[:4]
+            _, report = sess.run((model.train_op, model.train_report), feed)
+            report = dict(zip(model.report_names, report))
+    p = [v for name, v in report.items() if name.startswith('eta/model/p_')]
+    q = [v for name, v in report.items() if name.startswith('eta/model/q_')]
+    assert len(p) == 5 and len(q) == 4   # prior, two layers' weights and biases each
+    assert all(v == 1.0 for v in p) and all(v != 1.0 for v in q), report
+
+
 # -- the conditional noise -------------------------------------------------------------------
 def test_conditional_noise_keeps_u_and_b_and_has_the_closed_form_gradient(graph):
     import scipy.special
@@ -464,6 +530,84 @@ def test_relax_variance_objective_gradients_match_central_differences(graph, mon
     print('d V / d %s: model %.7g, central difference %.7g' % (variable, g, central))
     assert abs(g) > 1e-4
     assert abs(g - central) <= 1e-2 * abs(central), (g, central)
+
+
+# -- SBNTrackGradVariances against the released code's Step vector ---------------------------
+# Each tracked estimator's own model, and its variable scopes in the tracker where they differ.
+SINGLE_MODELS = {'NVIL': 'SBNNVIL', 'SimpleMuProp': 'SBNSimpleMuProp', 'MuProp': 'SBNMuProp',
+                 'DynamicREBAR': 'SBNDynamicRebar', 'REBAR': 'SBNRebar', 'ARM': 'SBNARM',
+                 'DisARM': 'SBNDisARM'}
+TRACKER_SCOPES = {'DynamicREBAR': ('estimator/rebar/', 'estimator/dynamic_rebar/')}
+
+
+def _single_estimator_step(name, spec, mean_xs, values, feed_values):
+    """One estimator's own model (a graph of its own) at the tracker's variable values:
+    (its gradient vector, its report vector, d variance / d log t or None)."""
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    import utils as U
+    with tf.Graph().as_default():
+        model = C.build('model=%s,%s' % (SINGLE_MODELS[name], spec), mean_xs,
+                        static_shapes=True)
+        old, new = TRACKER_SCOPES.get(name, ('', ''))
+        with _session() as sess:
+            for v in tf.global_variables():
+                if v.op.name.startswith(('model/', 'estimator/', 'log_temperature')):
+                    v.load(values[v.op.name.replace(old, new, 1)], sess)
+            x, noise = feed_values
+            feed = dict(zip(model.noise, noise))
+            feed[model.x] = x
+            t_grad = model.train.temperature_grad
+            return sess.run((U.vectorize(model.grads, model.variables), model.train.report,
+                             t_grad if t_grad is not None else tf.constant(0.0)), feed)
+
+
+def test_tracker_step_vector_is_the_released_codes_whatever_else_is_tracked(graph):
+    """The tracker's Step vector, from one training step at random weights, etas, baselines
+    and temperature, equals the released code's vector built here by hand from the five
+    estimators' own models run at the same values on the same noise: [ELBO, temperature,
+    d variance / d log t, its square, each one's mean (g - mu)^2, log mean mu^2], mu the five's
+    mean gradient (after one step the debiased averages are that step's values): 10 entries,
+    though nine estimators are tracked (n_samples = 2 adds ReinforceLOO). Every tracked
+    estimator has a variance figure: mean g^2 - mean mu^2 for the five, as the released code
+    measures them, and against its own mean for ours (checked for ARM and DisARM: zero after
+    one step)."""
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    spec = 'n_layer=2,batch_size=3,n_samples=2,' + C.TINY
+    data = C.tiny_data()
+    rng = np.random.RandomState(17)
+    tracker = C.build('model=SBNTrackGradVariances,' + spec, data.mean(0), static_shapes=True)
+    five = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')   # the released order
+    assert tracker.tracked[:5] == five and len(tracker.tracked) == 9
+    noise = [rng.rand(6, 3).astype(np.float32) for _ in range(2)]
+    feed = dict(zip(tracker.noise, noise))
+    feed[tracker.x] = data[:3]
+    with _session() as sess:
+        C.load_weights(sess)
+        C.perturb(sess, tracker, rng)
+        values = {v.op.name: sess.run(v) for v in tf.global_variables()}
+        report, variances = sess.run((tracker.train_report, tracker.grad_variance), feed)
+
+    singles = {name: _single_estimator_step(name, spec, data.mean(0), values, (data[:3], noise))
+               for name in SINGLE_MODELS}
+    g = np.array([singles[name][0] for name in five], np.float64)
+    mu = g.mean(0)
+    t_grad = singles['DynamicREBAR'][2]
+    expected = ([singles['SimpleMuProp'][1][0], np.exp(values['log_temperature']), t_grad,
+                 t_grad ** 2] + list(np.mean((g - mu) ** 2, 1)) + [np.log(np.mean(mu ** 2))])
+    assert len(report) == len(tracker.report_names) == 10
+    assert tracker.report_names[4:9] == ['deviation/' + name for name in five]
+    np.testing.assert_allclose(report, expected, rtol=1e-4, atol=1e-6)
+    for name in SINGLE_MODELS:
+        k = tracker.tracked.index(name)
+        g_k = singles[name][0].astype(np.float64)
+        scale = np.mean(g_k ** 2)
+        # the five's against mu; ours against their own average, one draw: no spread (up to
+        # float32 round-off of two moving averages of size scale)
+        centre = np.mean(mu ** 2) if name in five else scale
+        np.testing.assert_allclose(variances[k], scale - centre, rtol=1e-4, atol=1e-4 * scale,
+                                   err_msg=name)
 
 
 # -- the static-shape build ------------------------------------------------------------------
@@ -598,6 +742,38 @@ def test_hard_pass_elbo_and_sbn_report_match_numpy(graph, task):
     centred = expected - (expected.sum() - expected) / 9
     np.testing.assert_allclose(report, [expected.mean(), np.sqrt(np.mean(centred ** 2))],
                                rtol=1e-5)
+
+
+def test_gaussian_hard_pass_elbo_matches_scipy_and_its_variance_floor_holds(graph):
+    """likelihood=gaussian: log N(x; p_0 output + training mean, max(softplus(r), 1e-3)) per
+    pixel, r started at -0.5; at very negative r the variance sits on the floor."""
+    import scipy.stats
+    import estimator_checks as C
+    rng = np.random.RandomState(11)
+    data = rng.uniform(-1, 1, (10, 8)).astype(np.float32)
+    mean_xs = data.mean(0)
+    model = C.build('model=SBN,likelihood=gaussian,n_input=8,n_hidden=4,batch_size=10', mean_xs)
+    feed = C.noise_feed(model, 10, rng)
+    feed[model.x] = data
+    with _session() as sess:
+        raw = model.nets.variance_raw
+        np.testing.assert_array_equal(sess.run(raw), np.full(8, -0.5, np.float32))
+        for r in (rng.randn(8), np.full(8, -50.0), np.full(8, -1e4)):
+            raw.load(r.astype(np.float32), sess)
+            w = {v.op.name[len('model/'):]: sess.run(v) for v in model.variables}
+            elbo, variance = sess.run((model.train.passes.hard.elbo, model.nets.variance()),
+                                      feed)
+            expected_variance = np.maximum(np.logaddexp(0, r), 1e-3)
+            np.testing.assert_allclose(variance, expected_variance, rtol=1e-6)
+            assert np.all(variance >= np.float32(1e-3))
+            a = data - mean_xs
+            a = a.dot(w['q_0/weights']) + w['q_0/biases']
+            u = feed[model.noise[0]]
+            b = (a + np.log(u) - np.log1p(-u) > 0).astype(np.float64)
+            mean = (2 * b - 1).dot(w['p_0/weights']) + w['p_0/biases'] + mean_xs
+            expected = (scipy.stats.norm.logpdf(data, mean, np.sqrt(expected_variance)).sum(1)
+                        + _np_ll(b, w['p_prior'][None, :]) - _np_ll(b, a))
+            np.testing.assert_allclose(elbo, expected, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize('muprop_relaxation', [True, False])

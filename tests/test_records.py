@@ -37,3 +37,43 @@ def test_series_read_back_from_a_file(tmp_path):
     assert records.last(read, records.EVAL)['test_fields'] == {'iwae_bound': -2.0}
     assert records.last(read[:2], records.EVAL) is None
     assert records.read(str(tmp_path / 'nothing')) == []
+
+
+def strict_json(line):
+    """json.loads as jq or a browser reads: NaN, Infinity and -Infinity are errors."""
+    def refuse(constant):
+        raise ValueError('not JSON: %s' % constant)
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_written_as_null_in_strict_json(tmp_path):
+    """Every field that holds a number, at any depth, writes a non-finite one as null, and
+    reading gives NaN back there (infinities too: JSON cannot tell them apart)."""
+    import rundir
+    nan, inf = float('nan'), float('inf')
+    rows = [
+        records.train_record(1, 0, True, 1, [nan, inf], ['elbo', 'temperature'], -inf, nan,
+                             'Step 1: [nan inf]'),
+        records.train_record(2, 0, True, 2, [-1.0, 0.5], ['elbo', 'temperature'],
+                             {'NVIL': nan, 'REBAR': -2.0}, 0.5, 'Step 2: ...'),
+        records.eval_record(2, 0, [nan, -1.0], [-inf, -2.0], ['iwae_bound', 'elbo'], 'Valid 2'),
+    ]
+    run = rundir.RunDir(str(tmp_path))
+    run.write_records(rows)
+    with open(str(tmp_path / 'metrics.jsonl')) as f:
+        lines = f.read().splitlines()
+    parsed = [strict_json(line) for line in lines]
+    assert parsed[0]['report'] == [None, None] and parsed[0]['fields'] == {
+        'elbo': None, 'temperature': None}
+    assert parsed[0]['log_grad_variance'] is None and parsed[0]['temperature'] is None
+    assert parsed[1]['log_grad_variance'] == {'NVIL': None, 'REBAR': -2.0}
+    assert parsed[2]['valid'] == [None, -1.0] and parsed[2]['test_fields']['iwae_bound'] is None
+    assert parsed[0]['text'] == 'Step 1: [nan inf]'   # the printed line is kept as printed
+    for read in (records.read(str(tmp_path)), run.read_records()):
+        assert all(v != v for v in read[0]['report'] + [read[0]['temperature'],
+                                                         read[0]['log_grad_variance']])
+        assert read[1]['log_grad_variance']['REBAR'] == -2.0
+        assert read[1]['log_grad_variance']['NVIL'] != read[1]['log_grad_variance']['NVIL']
+        assert records.train_series(read)[1][1] == -1.0
+    with pytest.raises(ValueError):   # the strict parser does refuse what json.dumps would write
+        strict_json(json.dumps(rows[0]))

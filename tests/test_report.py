@@ -95,7 +95,7 @@ def test_table_holds_mean_and_standard_error_over_seeds(runs_dir):
         table = f.read()
     mean = expected([[r for r in records.read(p) if r['kind'] == 'train' and not r['partial']][
         -1]['fields']['elbo'] for p in cell_runs(runs_dir, 2, 'SBNDynamicRebar')])[0]
-    assert '| %.2f (n=1) |' % mean in table   # one seed: no ± term
+    assert '| %.2f (n=1) @ step 30 |' % mean in table   # one seed: no ± term
 
 
 def test_an_iwae_runs_training_figure_is_its_k_sample_bound(tmp_path):
@@ -111,7 +111,8 @@ def test_an_iwae_runs_training_figure_is_its_k_sample_bound(tmp_path):
     rundir.RunDir(path).write_records(recs)
     run = rebar_report.load(str(tmp_path))[0][0]
     full = [r for r in recs if r['kind'] == 'train' and not r['partial']]
-    assert rebar_report.run_metrics(run)['train_elbo'] == full[-1]['fields']['k_sample_bound']
+    assert rebar_report.metric_series(run, 'train_elbo') == [
+        (r['step'], r['fields']['k_sample_bound'], False) for r in full]
     steps, values = rebar_report.series(run, 'elbo')[run.column]
     assert values == [r['fields']['k_sample_bound'] for r in recs if r['kind'] == 'train']
 
@@ -134,6 +135,20 @@ def test_figures_are_valid_images(runs_dir):
     for figure in ('elbo', 'grad_variance', 'temperature'):
         assert '](%s.png)' % figure in index
     assert '| configuration | SBN | SBNDynamicRebar |' in index
+    assert 'Data: mnist with the bernoulli likelihood.' in index   # hparams.json without either
+
+
+def test_the_index_names_each_data_set_and_likelihood(tmp_path):
+    rng = np.random.RandomState(1)
+    for i, extra in enumerate([{}, {'likelihood': 'gaussian', 'dataset': 'fashion_mnist'},
+                               {'likelihood': 'gaussian', 'task': 'omni'}]):
+        write_run(str(tmp_path / ('run%d' % i)), dict({'model': 'SBN', 'seed': 1}, **extra), rng)
+    assert rebar_report.main([str(tmp_path)]) == 0
+    with open(str(tmp_path / 'report' / 'index.md')) as f:
+        index = f.read()
+    assert ('Data: mnist with the bernoulli likelihood; fashion_mnist with the gaussian '
+            'likelihood; omniglot with the gaussian likelihood.') in index
+    assert 'likelihood=gaussian' in index   # and the rows of the table tell them apart
 
 
 @pytest.mark.parametrize('figure,field', [('elbo', 'elbo'), ('grad_variance', None),
@@ -158,8 +173,6 @@ def test_plotted_series_are_the_metrics(runs_dir, figure, field):
                 assert line['seeds'][str(seed)] == values
                 per_seed.append(values)
             np.testing.assert_allclose(line['mean'], np.mean(per_seed, axis=0), rtol=1e-12)
-            assert line['min'] == list(np.min(per_seed, axis=0))
-            assert line['max'] == list(np.max(per_seed, axis=0))
 
 
 def test_a_preset_sweep_puts_the_published_numbers_beside_ours(tmp_path):
@@ -201,3 +214,120 @@ def test_records_without_named_fields_still_report(tmp_path):
 def test_an_empty_directory_is_a_clear_error(tmp_path, capsys):
     assert rebar_report.main([str(tmp_path)]) == 2
     assert 'holds no run directory' in capsys.readouterr().err
+
+
+# -- seeds at different steps ----------------------------------------------------------------------
+def write_stopped_run(path, seed, steps, evals, partial_at=None):
+    """A run of SBN with full epochs ending at `steps`, a partial one at `partial_at`, and
+    evaluations at `evals`; every number is a function of (seed, step), so that a cell's
+    numbers can be recomputed for any step."""
+    os.makedirs(path)
+    rundir.atomic_write(os.path.join(path, rundir.HPARAMS),
+                        json.dumps({'model': 'SBN', 'n_hidden': 200, 'seed': seed}))
+    recs = []
+    for step in sorted(set(steps) | set(evals) | ({partial_at} if partial_at else set())):
+        if step in steps or step == partial_at:
+            recs.append(records.train_record(step, step // 10, step == partial_at, 10,
+                                             [elbo(seed, step)], ['elbo'], -3.0, 0.5, 'Step'))
+        if step in evals:
+            recs.append(records.eval_record(step, step // 10, [elbo(seed, step) + 1],
+                                            [elbo(seed, step) + 2], ['iwae_bound'], 'eval'))
+    rundir.RunDir(path).write_records(recs)
+
+
+def elbo(seed, step):
+    return -300.0 + step + 7.0 * seed
+
+
+def test_seeds_stopped_at_different_steps_are_compared_at_a_step_all_reached(tmp_path):
+    """One configuration's seed 1 has reached step 40 (epochs every 10 steps, evaluations at
+    20 and 40), its seed 2 step 20 (the sweep still runs): every cell takes both at step 20,
+    says so and names seed 2 as behind; the CSV carries the step of every number; the curve
+    stops at 20. Another configuration has only partial epochs, at steps 200 and 20 (no step
+    in common): its cell says that it mixes steps and which run is behind."""
+    directory = str(tmp_path)
+    write_stopped_run(os.path.join(directory, 'a.seed_1'), 1, (10, 20, 30, 40), (20, 40))
+    write_stopped_run(os.path.join(directory, 'a.seed_2'), 2, (10, 20), (20,))
+    runs = [r._replace(row='running') for r in rebar_report.load(directory)[0]]
+    mixed_dir = str(tmp_path / 'mixed')
+    os.makedirs(mixed_dir)
+    write_stopped_run(os.path.join(mixed_dir, 'b.seed_1'), 1, (), (), partial_at=200)
+    write_stopped_run(os.path.join(mixed_dir, 'b.seed_2'), 2, (), (), partial_at=20)
+    runs += [r._replace(row='mixed') for r in rebar_report.load(mixed_dir)[0]]
+    out = str(tmp_path / 'out')
+    os.makedirs(out)
+    table = rebar_report.summarise(runs)
+    text = rebar_report.write_tables(out, runs, table, None)
+
+    offsets = {'train_elbo': 0, 'valid_bound': 1, 'test_bound': 2}
+    for metric, offset in offsets.items():
+        stat = table[('running', 'SBN')][metric]
+        mean, se, n = expected([elbo(1, 20) + offset, elbo(2, 20) + offset])
+        assert (stat.step, stat.n) == (20, 2)
+        assert stat.mean == pytest.approx(mean) and stat.se == pytest.approx(se)
+    last = table[('running', 'SBN')]['valid_bound'].last_steps
+    assert sorted(last) == [('a.seed_1', 40), ('a.seed_2', 20)]
+    mixed = table[('mixed', 'SBN')]['train_elbo']
+    assert mixed.step is None and mixed.partial == 2
+    assert mixed.mean == pytest.approx(np.mean([elbo(1, 200), elbo(2, 20)]))
+    assert table[('mixed', 'SBN')]['valid_bound'] is None
+
+    train_table = text.split('###')[1]
+    assert '| running | %s @ step 20 ‡ |' % rebar_report.cell_text(
+        table[('running', 'SBN')]['train_elbo']).split(' @ ')[0] in train_table
+    assert '(n=2) @ steps 20-200 † ‡ |' in train_table
+    assert 'running, SBN: a.seed_2 at step 20 (the furthest at step 40)' in train_table
+    assert 'mixed, SBN (mixed steps): b.seed_2 at step 20 (the furthest at step 200)' \
+        in train_table
+
+    with open(os.path.join(out, 'table.csv')) as f:
+        rows = dict((r['configuration'], r) for r in csv.DictReader(f))
+    for metric in offsets:
+        assert rows['running']['SBN %s_step' % metric] == '20'
+        assert rows['running']['SBN %s_last_steps' % metric] == 'a.seed_1@40 a.seed_2@20'
+    assert rows['mixed']['SBN train_elbo_step'] == ''
+    assert rows['mixed']['SBN train_elbo_last_steps'] == 'b.seed_1@200 b.seed_2@20'
+
+    curve = rebar_report.figure_data(runs, 'elbo')[0]['lines'][0]
+    assert curve['steps'] == [10, 20]   # where seed 2 stops
+
+
+# -- the spread of the curves ----------------------------------------------------------------------
+def test_curves_of_several_seeds_show_their_spread_and_say_which(runs_dir):
+    """Every line of several seeds is drawn with a band of mean ± one standard error (ddof=1)
+    at each step, computed here from the seeds' values; a line of one seed has none; the
+    figure's title names the band and each legend entry its number of seeds."""
+    runs = rebar_report.load(runs_dir)[0]
+    panels = rebar_report.figure_data(runs, 'elbo')
+    fig = rebar_report.draw('training ELBO', panels)
+    try:
+        assert 'line: mean over seeds; band: ± 1 standard error of the mean' in \
+            fig._suptitle.get_text()
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(axes) == len(panels)
+        for ax, panel in zip(axes, panels):
+            bands = list(ax.collections)
+            several = [line for line in panel['lines'] if len(line['seeds']) > 1]
+            assert len(bands) == len(several)
+            for band, line in zip(bands, several):
+                values = np.array(list(line['seeds'].values()))
+                mean = values.mean(0)
+                se = values.std(0, ddof=1) / np.sqrt(len(values))
+                np.testing.assert_allclose(line['band'], [mean - se, mean + se], rtol=1e-12)
+                # the drawn polygon: the upper edge and the lower edge at every step
+                vertices = band.get_paths()[0].vertices
+                for step, low, high in zip(line['steps'], mean - se, mean + se):
+                    at = vertices[np.isclose(vertices[:, 0], step), 1]
+                    assert np.isclose(at.min(), low) and np.isclose(at.max(), high)
+            labels = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert labels == ['%s (%d seed%s)' % (line['estimator'], len(line['seeds']),
+                                                  's' if len(line['seeds']) > 1 else '')
+                              for line in panel['lines']]
+            assert all(line['band'] is None for line in panel['lines']
+                       if len(line['seeds']) == 1)
+        assert any(len(line['seeds']) == 1 for p in panels for line in p['lines'])
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+    with open(os.path.join(runs_dir, 'report', 'elbo.json')) as f:
+        assert json.load(f)['band'] == '± 1 standard error of the mean'

@@ -468,3 +468,26 @@ def test_sigterm_stops_the_sweep_with_its_trainers_at_a_checkpoint(tmp_path):
     state = rundir.RunDir(run_path).read_state()
     assert 0 < state['step'] < 100000
     assert trainers_by_dir(sweep_dir) == {}
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--max_step', '5'], ['unknown flag --max_step (did you mean --max_steps?)']),
+    (['--max_steps', '5', '--hparam=n_layer=2'], ['unknown flag --hparam (did you mean '
+                                                 '--hparams?)']),
+    (['--max_steps', '5', '--', '--eval_freqq=0'], ['unknown flag --eval_freqq (did you mean '
+                                                   '--eval_freq?)']),
+    (['--max_steps', '5', '--seed=3'], ['--seed', 'the sweep sets these for each run']),
+    (['--max_steps', '5', '--', '--working_dir=elsewhere'], ['--working_dir']),
+])
+def test_a_misspelled_or_per_run_flag_stops_the_sweep_before_anything_starts(tmp_path, capsys,
+                                                                              argv, words):
+    """Flags the sweep does not take go to every trainer: a typo there used to start every run
+    (to fail in each, or, for a prefix of a sweep flag, to be read as that flag), and a per-run
+    flag such as --seed overrode each run's own seed under its seed_S name."""
+    sweep_dir = str(tmp_path / 'sweep')
+    code = rebar_sweep.main(['--grid', 'model=SBN', '--sweep_dir', sweep_dir, '--dry_run'] + argv)
+    assert code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+    assert not os.path.exists(sweep_dir)

@@ -28,6 +28,45 @@ def test_bernoulli_log_likelihood_matches_scipy_on_binary_data(graph):
                                rtol=1e-5, atol=1e-4)
 
 
+def test_gaussian_log_likelihood_matches_scipy_summed_over_pixels(graph):
+    import tensorflow.compat.v1 as tf
+    import utils as U
+    rng = np.random.RandomState(2)
+    y = rng.uniform(-1, 1, size=(30, 7)).astype(np.float32)
+    mean = rng.randn(30, 7).astype(np.float32)
+    variance = np.exp(rng.uniform(np.log(1e-3), np.log(5.0), size=7)).astype(np.float32)
+    expected = scipy.stats.norm.logpdf(y, mean, np.sqrt(variance)).sum(1)
+    ll = U.gaussian_log_likelihood(y, tf.constant(mean), tf.constant(variance))
+    np.testing.assert_allclose(run(ll), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_gaussian_log_likelihood_gradients_are_the_closed_form(graph):
+    import tensorflow.compat.v1 as tf
+    import utils as U
+    rng = np.random.RandomState(3)
+    y = rng.uniform(-1, 1, size=(4, 5)).astype(np.float32)
+    mean = tf.constant(rng.randn(4, 5).astype(np.float32))
+    variance = tf.constant(rng.uniform(0.1, 2.0, size=5).astype(np.float32))
+    total = tf.reduce_sum(U.gaussian_log_likelihood(y, mean, variance))
+    (d_mean, d_var), (m, v) = run((tf.gradients(total, [mean, variance]), (mean, variance)))
+    np.testing.assert_allclose(d_mean, (y - m) / v, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_var, (((y - m) ** 2 / v - 1) / (2 * v)).sum(0), rtol=1e-4)
+
+
+def test_floored_softplus_never_falls_below_its_floor(graph):
+    import tensorflow.compat.v1 as tf
+    import utils as U
+    raw = tf.constant([-1e4, -60.0, -8.0, -7.0, -0.5, 0.0, 3.0])
+    value, grad = run((U.floored_softplus(raw, 1e-3),
+                       tf.gradients(tf.reduce_sum(U.floored_softplus(raw, 1e-3)), raw)[0]))
+    softplus = np.logaddexp(0, [-1e4, -60.0, -8.0, -7.0, -0.5, 0.0, 3.0])
+    assert np.all(value >= np.float32(1e-3))
+    np.testing.assert_allclose(value, np.maximum(softplus, 1e-3), rtol=1e-6)
+    # softplus(-7) = 9.1e-4 is under the floor: held there, with no gradient pushing it lower
+    np.testing.assert_array_equal(grad[:4], 0.0)
+    np.testing.assert_allclose(grad[4:], scipy.special.expit([-0.5, 0.0, 3.0]), rtol=1e-6)
+
+
 def test_bernoulli_log_likelihood_of_relaxed_values_is_the_cross_entropy(graph):
     import utils as U
     rng = np.random.RandomState(1)
@@ -52,6 +91,7 @@ def test_leave_one_out_centre_subtracts_the_mean_of_the_others(graph):
     x = np.random.RandomState(3).randn(9).astype(np.float32)
     expected = np.array([x[i] - np.delete(x, i).mean() for i in range(len(x))])
     np.testing.assert_allclose(run(U.leave_one_out_centre(x)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(run(U.leave_one_out_centre(x[:1])), x[:1])   # no others
 
 
 def test_noise_logs_are_clipped_and_finite(graph):
