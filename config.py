@@ -23,17 +23,22 @@ DATA_DIR = os.environ.get('REBAR_DATA_DIR', 'data')
 
 MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDynamicRebar',
           'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
-          'SBNReinforceLOO')
+          'SBNReinforceLOO', 'SBNARMS', 'SBNVIMCO', 'SBNLocalDisARM')
 # Models whose estimator centres each sample on the other samples of its image.
-MULTI_SAMPLE_MODELS = ('SBNReinforceLOO',)
+MULTI_SAMPLE_MODELS = ('SBNReinforceLOO', 'SBNARMS', 'SBNVIMCO')
+# objective=elbo trains the mean of n_samples single-sample ELBOs (the reference), iwae the
+# n_samples-sample importance-weighted bound, which only IWAE_MODELS estimate.
+OBJECTIVES = ('elbo', 'iwae')
+IWAE_MODELS = ('SBNVIMCO', 'SBNLocalDisARM')
 TASKS = ('sbn', 'sp', 'omni')
 DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
 LIKELIHOODS = ('bernoulli', 'gaussian')
 
-# The reference's defaults, in the reference's order. The last four are ours (README, "Where we
+# The reference's defaults, in the reference's order. The last five are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
 # `reference_quadratic_cv` restores the released code's quadratic control variate; `dataset`
-# names the data set apart from the objective `task`; `likelihood` chooses p(x | b_0).
+# names the data set apart from the objective `task`; `likelihood` chooses p(x | b_0);
+# `objective` chooses what is trained from the n_samples samples of an image (OBJECTIVES).
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -54,6 +59,7 @@ DEFAULTS = collections.OrderedDict([
     ('reference_quadratic_cv', False),
     ('dataset', 'mnist'),
     ('likelihood', 'bernoulli'),
+    ('objective', 'elbo'),
 ])
 
 
@@ -182,6 +188,12 @@ def validate(hparams):
          'model=%s centres each sample on the other samples of its image, so it needs '
          'n_samples of at least 2, got %d; fix: pass n_samples=2 (or more).'
          % (hparams.model, hparams.n_samples)),
+        (hparams.objective in OBJECTIVES, 'objective=%s is unknown; valid objectives: %s.'
+         % (hparams.objective, ', '.join(OBJECTIVES))),
+        (hparams.objective != 'iwae' or hparams.model in IWAE_MODELS,
+         'objective=iwae trains the n_samples-sample bound, which model=%s does not estimate; '
+         'fix: pass model=%s, or objective=elbo.'
+         % (hparams.model, ' or model='.join(IWAE_MODELS))),
     ]
     for ok, message in checks:
         if not ok:

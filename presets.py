@@ -131,6 +131,54 @@ PRESETS = {
 }
 
 
+# The DisARM and ARMS papers' protocol: dynamically binarized images, one linear layer of 200,
+# batch 50, Adam at 1e-4.
+DISARM_PROTOCOL = ('dynamic_b=true,batch_size=50,learning_rate=0.0001,n_layer=1,n_hidden=200,'
+                   'nonlinear=false')
+DISARM_DATASETS = axis('dataset', [('mnist', 'dataset=mnist'),
+                                   ('fashion_mnist', 'dataset=fashion_mnist'),
+                                   ('omniglot', 'dataset=omniglot')])
+
+
+def _at_evaluations(label, model, n_samples):
+    return (label, 'model=%s,n_samples=%d' % (model, n_samples))
+
+
+PRESETS['disarm2020-multisample'] = {
+    'description': 'DisARM paper\'s multi-sample comparison: the n-sample bound '
+                   '(objective=iwae) trained by VIMCO with 2n samples and by local DisARM '
+                   'with n pairs (equal evaluations of f), n = 1, 2, 5, its protocol',
+    # one column per estimator and n (labelled by the model, then n_samples): the two models
+    # take different n_samples for the same n
+    'axes': [DISARM_DATASETS,
+             axis(MODEL, [_at_evaluations(label, model, k)
+                          for n in (1, 2, 5)
+                          for label, model, k in (('SBNVIMCO K=%d' % (2 * n), 'SBNVIMCO', 2 * n),
+                                                  ('SBNLocalDisARM n=%d' % n, 'SBNLocalDisARM',
+                                                   n))])],
+    'hparams': DISARM_PROTOCOL + ',objective=iwae',
+    'seeds': [1, 2, 3, 4, 5],
+    'max_steps': 1000000,
+    'driver_flags': [],
+    'published': None,   # their tables could not be read from a checkable source
+}
+
+PRESETS['arms2021'] = {
+    'description': 'ARMS paper\'s comparison on the DisARM protocol: REINFORCE-LOO, DisARM '
+                   'and ARMS at K = 2, 4, 6 evaluations of f per image (DisARM: K/2 pairs)',
+    'axes': [DISARM_DATASETS,
+             axis(MODEL, [_at_evaluations('%s K=%d' % (model, k), model, n)
+                          for k in (2, 4, 6)
+                          for model, n in (('SBNReinforceLOO', k), ('SBNDisARM', k // 2),
+                                           ('SBNARMS', k))])],
+    'hparams': DISARM_PROTOCOL,
+    'seeds': [1, 2, 3, 4, 5],
+    'max_steps': 1000000,
+    'driver_flags': [],
+    'published': None,
+}
+
+
 def get(name):
     """The preset called `name`; a clear error listing the presets otherwise."""
     if name not in PRESETS:

@@ -1,5 +1,6 @@
 """Sigmoid belief networks trained with REINFORCE, NVIL, MuProp, Concrete, REBAR and the estimators
-after it (RELAX, ARM, DisARM, REINFORCE leave-one-out), in graph mode.
+after it (RELAX, ARM, DisARM, REINFORCE leave-one-out, ARMS; VIMCO and local DisARM, which also
+train the K-sample bound, hparam `objective`), in graph mode.
 
 Reading order, as in the paper:
 
@@ -11,12 +12,15 @@ Reading order, as in the paper:
 3. Estimators, one short function each with one signature, `(step, variables, hparams)` ->
    `Estimate`: `reinforce`, `nvil`, `simple_muprop`, `muprop`, `concrete`, `rebar` and
    `dynamic_rebar` (both `rebar_gradient`, whose control variate and its gradient are built in
-   `rebar_control_variate`), `arm`, `disarm`, `relax` and `reinforce_loo`; the registry
-   `ESTIMATORS` names each with its number of forward passes per sample.
+   `rebar_control_variate`), `arm`, `disarm`, `relax`, `reinforce_loo`, `arms` (with
+   `ForwardPasses.copula`), `vimco` and `local_disarm` (with `KSampleBound`, the objective of
+   an image's K samples); the registry `ESTIMATORS` names each with its number of forward
+   passes per sample.
 4. `Model` and the thin classes users name in --hparams (`SBNDynamicRebar`, ...): inputs and
    noise, the two Adam optimisers, the gradient-variance EMA and the importance-weighted bound.
 
-Signs: every `grads` list holds the gradient of the loss, i.e. of minus the ELBO.
+Signs: every `grads` list holds the gradient of the loss, i.e. of minus the ELBO (minus the
+K-sample bound under objective=iwae).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -173,6 +177,7 @@ class ForwardPasses(object):
         self.nets, self.images, self.n_samples = nets, images, n_samples
         self.reuse_hard = reuse_hard and not nets.conditional
         self.x = self.tile(images)
+        self._n_images = images.shape.as_list()[0] or tf.shape(images)[0]
         self.first_logits = self.tile(nets.q_logits(0, nets.recognition_input(images)))
         self.u = noise
         self.logit_u = [U.logit_noise(u) for u in noise]
@@ -182,22 +187,26 @@ class ForwardPasses(object):
         self.logit_v = [U.logit_noise(v) for v in self.v]
         self._mean = None
         self._antithetic = {}
+        self._copula = {}
+        self._bound = None
 
-    def _run(self, sample, start=0):
-        """Samples layers >= start with `sample(i, logits)`, reusing the hard pass below."""
+    def _run(self, sample, start=0, below=None):
+        """Samples layers >= start with `sample(i, logits)`, reusing below layer `start` the
+        samples, logits and terms of the pass `below` (default: the hard pass)."""
         samples, logits, log_q = [], [self.first_logits], []
         if start > 0:
-            samples = self.hard.samples[:start]
-            logits = self.hard.logits[:start + 1]
-            log_q = self.hard.log_q[:start]
+            below = below or self.hard
+            samples = below.samples[:start]
+            logits = below.logits[:start + 1]
+            log_q = below.log_q[:start]
         for i in range(start, self.nets.hparams.n_layer):
             if i >= len(logits):
                 logits.append(self.nets.q_logits(i, 2.0 * samples[i - 1] - 1.0))
             samples.append(sample(i, logits[i]))
             log_q.append(U.bernoulli_log_likelihood(samples[i], logits[i]))
-        shared = start if self.reuse_hard else 0   # layers whose terms are the hard pass's
+        shared = start if self.reuse_hard else 0   # layers whose terms are `below`'s
         new_terms = self.nets.log_p_terms(self.x, samples, shared)
-        log_p_terms = (self.hard.log_p_terms[:shared] if shared else []) + new_terms
+        log_p_terms = (below.log_p_terms[:shared] if shared else []) + new_terms
         log_p = tf.add_n(log_p_terms)
         elbo = log_p if self.nets.conditional else log_p - tf.add_n(log_q)
         varying = tf.add_n(new_terms) - tf.add_n(log_q[shared:]) if shared else elbo
@@ -227,6 +236,42 @@ class ForwardPasses(object):
             self._antithetic[layer] = self._run(lambda i, a: tf.stop_gradient(
                 tf.cast(a + flip[i] > 0, tf.float32)), layer)
         return self._antithetic[layer]
+
+    def copula(self, layer):
+        """ARMS's group for `layer`: the K = n_samples samples of each image share their
+        layers below `layer` (for layer 0 the image; above, the image's first sample of
+        `copula(0)`, tiled), so that they share the logits at `layer`; there they are drawn
+        jointly from the Dirichlet copula (`dirichlet_copula`, `dirichlet_copula_sample`) made
+        from the image's K rows of u_layer, which are independent of the shared parents; above
+        it each row is sampled with the hard pass's noise. Each row alone is a sample of q.
+        Built once per layer."""
+        if layer not in self._copula:
+            noise = dirichlet_copula(self.u[layer], self.n_samples)
+            below = None
+            if layer > 0:
+                first = self.copula(0)
+                below = Pass(*[[self._first_sample(t) for t in field]
+                               if isinstance(field, list) else None for field in first])
+
+            def sample(i, a):
+                if i == layer:
+                    return tf.stop_gradient(dirichlet_copula_sample(a, noise))
+                return tf.stop_gradient(tf.cast(a + self.logit_u[i] > 0, tf.float32))
+            self._copula[layer] = self._run(sample, layer, below)
+        return self._copula[layer]
+
+    def _first_sample(self, t):
+        """[N, ...] -> [N, ...]: each image's first sample (rows 0..batch-1), tiled."""
+        return tf.tile(t[:self._n_images], [self.n_samples] + [1] * (t.shape.ndims - 1))
+
+    @property
+    def bound(self):
+        """The hard pass's per-image objective and its leave-one-out forms (`KSampleBound`),
+        for the objective `hparams.objective`."""
+        if self._bound is None:
+            self._bound = KSampleBound(self.hard.elbo, self.n_samples,
+                                       self.nets.hparams.objective)
+        return self._bound
 
     @property
     def mean(self):
@@ -538,10 +583,14 @@ def disarm(step, variables, hparams):
     the authors' code draws a fresh pair per layer, 1 + 2L. Sharing the upper layers' noise
     saves passes; it is not claimed to lower the variance.
     """
-    def signal(diff, u, a, b_anti, b):
-        disagree = tf.cast(tf.not_equal(b, b_anti), tf.float32)
-        return 0.5 * diff[:, None] * (1.0 - 2.0 * b_anti) * disagree * tf.sigmoid(tf.abs(a))
-    return _antithetic_estimate(step.passes, variables, signal)
+    return _antithetic_estimate(step.passes, variables, lambda diff, u, a, b_anti, b:
+                                0.5 * diff[:, None] * disarm_weight(a, b, b_anti))
+
+
+def disarm_weight(logits, b, b_anti):
+    """DisARM's per-unit factor (-1)^{b~} 1[b != b~] sigma(|a|), [N, D]."""
+    disagree = tf.cast(tf.not_equal(b, b_anti), tf.float32)
+    return (1.0 - 2.0 * b_anti) * disagree * tf.sigmoid(tf.abs(logits))
 
 
 def reinforce_loo(step, variables, hparams):
@@ -634,14 +683,175 @@ def relax(step, variables, hparams, log_temperature=None, scope='relax'):
                     cv_vars=[w] + r_vars, variance_objective=U.mean_square(grads, variables))
 
 
+# -- multi-sample estimators: ARMS, VIMCO and local DisARM -------------------------------------
+def dirichlet_copula(u, n_samples):
+    """K = n_samples mutually antithetic uniforms per unit, made from K independent ones.
+
+    u [K * B, D], rows sample-major (row k * B + i: image i's sample k). Per image and unit,
+    E_k = -log u_k, delta = E / sum_j E_j ~ Dirichlet(1, ..., 1), and u'_k = (1 - delta_k)^(K-1):
+    delta_k ~ Beta(1, K - 1), so each u'_k is uniform, and sum_k delta_k = 1 makes them
+    negatively dependent (Dimitriev and Zhou, 2021; K = 2 gives u'_2 = 1 - u'_1). Returns u'
+    [K * B, D].
+    """
+    width = u.shape.as_list()[1]
+    e = tf.reshape(-U.safe_log(u), [n_samples, -1, width])
+    delta = e / tf.reduce_sum(e, 0, keepdims=True)
+    k = tf.cast(n_samples, tf.float32)
+    return tf.reshape(tf.pow(1.0 - delta, k - 1.0), [-1, width])
+
+
+def dirichlet_copula_sample(logits, u):
+    """b = 1[u' < theta] where theta = sigma(a) < 1/2, else 1[1 - u' < theta]: a sample of q
+    per row (u' uniform); the flip makes a pair's bits as antithetic for theta > 1/2 as for
+    1 - theta (the ARMS paper's and its authors' code's form)."""
+    theta = tf.sigmoid(logits)
+    return tf.cast(tf.where(theta < 0.5, u < theta, 1.0 - u < theta), tf.float32)
+
+
+def copula_debias(logits, n_samples):
+    """ARMS's factor c = theta (1 - theta) / (theta - P11), [N, D], P11 the probability that
+    two of the K samples (`dirichlet_copula_sample`) are both 1: C(theta) for theta < 1/2,
+    2 theta - 1 + C(1 - theta) otherwise, C(p) = max(2 p^(1/(K-1)) - 1, 0)^(K-1). Both cases
+    have theta - P11 = p - C(p) with p = min(theta, 1 - theta) = sigma(-|a|), the form used
+    here (no cancellation near theta = 1). K = 2: c = sigma(|a|)."""
+    k = tf.cast(n_samples, tf.float32)
+    p = tf.maximum(tf.sigmoid(-tf.abs(logits)), 1e-30)   # p = 0 would give 0/0
+    joint = tf.pow(tf.nn.relu(2.0 * tf.pow(p, 1.0 / (k - 1.0)) - 1.0), k - 1.0)
+    return p * (1.0 - p) / (p - joint)
+
+
+def _leave_one_out(f, n_samples):
+    """f [K * B] -> f_k - mean_{j != k} f_j over each image's K samples, [K * B]."""
+    f = tf.reshape(f, [n_samples, -1])
+    k = tf.cast(n_samples, tf.float32)
+    return tf.reshape(f - (tf.reduce_sum(f, 0, keepdims=True) - f) / (k - 1.0), [-1])
+
+
+def arms(step, variables, hparams):
+    """ARMS (Dimitriev and Zhou, 2021): per layer l, K = n_samples samples b_1..b_K of the
+    layer drawn jointly from the Dirichlet copula (`ForwardPasses.copula(l)`), and
+
+        d E[f] / d a_l = E[(1/K) sum_k (f_k - mean_{j != k} f_j) (b_k - theta) c(theta)],
+
+    theta = sigma(a_l), c the debiasing factor (`copula_debias`). Independent samples would
+    have c = 1: REINFORCE leave-one-out; K = 2 gives DisARM's pair and estimate. The decoder
+    and prior get mean_k grad log p(x, b_k) of the first group's samples.
+
+    One layer: the paper's and its authors' code's form (their code is single-layer only).
+    Multi-layer (ours): per layer, as our ARM/DisARM, the K samples of layer l share the
+    layers below (the image's first sample of the layer-0 group), the layers above sampled
+    with the hard pass's noise; the layer-l term is then unbiased given those parents, as the
+    copula needs one theta for the K samples. The hard pass is built (evaluation uses it) but
+    a training step does not run it: K L evaluations of f per image.
+    """
+    passes = step.passes
+    first = passes.copula(0)
+    surrogate = first.log_p
+    for l in range(len(first.samples)):
+        group = passes.copula(l)
+        a = group.logits[l]
+        signal = (_leave_one_out(group.elbo, passes.n_samples)[:, None]
+                  * (group.samples[l] - tf.sigmoid(a)) * copula_debias(a, passes.n_samples))
+        surrogate += tf.reduce_sum(tf.stop_gradient(signal) * a, 1)
+    return Estimate(_grads(-surrogate, variables), [('elbo', tf.reduce_mean(first.elbo))])
+
+
+class KSampleBound(object):
+    """An image's objective over its K samples, and the same with one sample's term replaced.
+
+    f [K * B], each sample's ELBO term f_k (rows sample-major). objective 'iwae':
+    L = log mean_k exp f_k, the K-sample importance-weighted bound; 'elbo': L = mean_k f_k,
+    the reference's objective (K single-sample ELBOs averaged).
+
+    value              L [B]; its gradient in f_k is w_k = softmax_k f_k (iwae) or 1/K
+    replaced(g)        [K, B]: entry (k, i), image i's L with f_k replaced by g_k (g [K * B])
+    leave_one_out      replaced(mean_{j != k} f_j): VIMCO's L_{-k} (under iwae, sample k's
+                       weight replaced by the geometric mean of the others')
+    per_image(t)       [K * B] -> [B], summed over each image's samples
+    name               the report's name for L: 'k_sample_bound' (iwae) or 'elbo'
+    """
+
+    def __init__(self, f, n_samples, objective):
+        self.n_samples, self.objective = n_samples, objective
+        self.f = tf.reshape(f, [n_samples, -1])
+        self.value = self._reduce(self.f, 0)
+        self.name = 'k_sample_bound' if objective == 'iwae' else 'elbo'
+
+    def _reduce(self, f, axis):
+        return U.log_mean_exp(f, axis) if self.objective == 'iwae' else tf.reduce_mean(f, axis)
+
+    def replaced(self, g):
+        one = tf.eye(self.n_samples)[:, :, None]   # [K replaced, K, 1]
+        swapped = self.f[None] * (1.0 - one) + tf.reshape(g, [self.n_samples, 1, -1]) * one
+        return self._reduce(swapped, 1)
+
+    @property
+    def leave_one_out(self):
+        k = tf.cast(self.n_samples, tf.float32)
+        return self.replaced((tf.reduce_sum(self.f, 0, keepdims=True) - self.f) / (k - 1.0))
+
+    def per_image(self, per_sample):
+        """[K * B] per-sample terms -> [B], summed over each image's samples."""
+        return tf.reduce_sum(tf.reshape(per_sample, [self.n_samples, -1]), 0)
+
+
+def vimco(step, variables, hparams):
+    """VIMCO (Mnih and Rezende, 2016) for the objective L of the K = n_samples samples
+    (`KSampleBound`; the K-sample bound under objective=iwae):
+
+        grad L = sum_k (L - L_{-k}) grad log q(b_k) + sum_k dL/df_k grad f_k,
+
+    the second sum taken with the samples fixed: the decoder and prior get
+    sum_k w_k grad log p(x, b_k), the encoder -sum_k w_k grad log q(b_k). The paper's form, as
+    the DisARM authors' code runs it. K evaluations of f per image. Under objective=elbo it is
+    REINFORCE leave-one-out plus the mean-zero term -mean_k grad log q(b_k).
+    """
+    passes = step.passes
+    bound = passes.bound
+    signal = tf.stop_gradient(bound.value[None] - bound.leave_one_out)
+    surrogate = bound.value + bound.per_image(
+        tf.reshape(signal, [-1]) * tf.add_n(passes.hard.log_q))
+    return Estimate(_grads(-surrogate, variables),
+                    [(bound.name, tf.reduce_mean(bound.value))])
+
+
+def local_disarm(step, variables, hparams):
+    """Local DisARM (Dong, Mnih and Tucker, 2020) for the objective L of n = n_samples
+    antithetic pairs (`KSampleBound` over the hard samples b_1..b_n; the n-sample bound under
+    objective=iwae): per layer l, with b~_i the antithetic pass's partner of b_i
+    (`ForwardPasses.antithetic(l)`) and L^(i) the objective with f(b_i) replaced by f(b~_i),
+
+        d L / d a_l,i = E[1/2 (L - L^(i)) (-1)^{b~_i} 1[b_i != b~_i] sigma(|a_l,i|)],
+
+    summed over the pairs, plus the pathwise part sum_i dL/df_i grad f_i with the samples fixed
+    (as `vimco`). The DisARM paper pairs n pairs against VIMCO with 2n samples: for one layer
+    both evaluate f 2n times per image; here (1 + L) n. The paper's (and authors' code's)
+    estimator of the score part; the authors' code leaves out the encoder's pathwise part,
+    -sum_i w_i grad log q(b_i), which does not have mean zero under iwae (the exact-enumeration
+    test sees the bias), so we keep it. Multi-layer: per layer, as `disarm`. Under
+    objective=elbo it is DisARM over n pairs plus the mean-zero -mean_i grad log q(b_i).
+    """
+    passes = step.passes
+    hard, bound = passes.hard, passes.bound
+    surrogate = bound.value
+    for l in range(len(hard.samples)):
+        anti = passes.antithetic(l)
+        diff = tf.reshape(bound.value[None] - bound.replaced(anti.elbo), [-1])
+        signal = 0.5 * diff[:, None] * disarm_weight(hard.logits[l], hard.samples[l],
+                                                     anti.samples[l])
+        surrogate += bound.per_image(tf.reduce_sum(tf.stop_gradient(signal) * hard.logits[l], 1))
+    return Estimate(_grads(-surrogate, variables),
+                    [(bound.name, tf.reduce_mean(bound.value))])
+
+
 def _relaxed_pairs(hparams):
     """Passes per sample of REBAR and RELAX: the hard one and two relaxed ones per segment."""
     return 1 + 2 * len(_segments(hparams.n_layer, hparams.quadratic))
 
 
 # name -> (build(step, variables, hparams) -> Estimate, passes(hparams) -> forward passes per
-# sample through the generative network; a pass relaxed from layer l on reuses the hard pass's
-# terms below l but counts as one).
+# sample through the generative network that a training step runs; a pass relaxed from layer l
+# on reuses the hard pass's terms below l but counts as one).
 Estimator = collections.namedtuple('Estimator', 'build passes')
 ESTIMATORS = collections.OrderedDict([
     ('REINFORCE', Estimator(reinforce, lambda hp: 1)),
@@ -655,6 +865,9 @@ ESTIMATORS = collections.OrderedDict([
     ('DisARM', Estimator(disarm, lambda hp: 1 + hp.n_layer)),
     ('RELAX', Estimator(relax, _relaxed_pairs)),
     ('ReinforceLOO', Estimator(reinforce_loo, lambda hp: 1)),
+    ('ARMS', Estimator(arms, lambda hp: hp.n_layer)),
+    ('VIMCO', Estimator(vimco, lambda hp: 1)),
+    ('LocalDisARM', Estimator(local_disarm, lambda hp: 1 + hp.n_layer)),
 ])
 
 
@@ -1294,6 +1507,24 @@ class SBNTrackGradVariances(Model):
         return [('elbo', step.estimate.report[0]), ('temperature', step.temperature),
                 ('d_variance_d_log_temperature', t_grad),
                 ('d_variance_d_log_temperature_squared', t_grad * t_grad)]
+
+
+class SBNARMS(Model):
+    """ARMS with K = n_samples >= 2 samples per image from the Dirichlet copula. Report:
+    [ELBO]."""
+    estimator = 'ARMS'
+
+
+class SBNVIMCO(Model):
+    """VIMCO with K = n_samples >= 2 samples per image, for `objective` (iwae: the K-sample
+    bound). Report: [the objective: K-sample bound (iwae) or ELBO]."""
+    estimator = 'VIMCO'
+
+
+class SBNLocalDisARM(Model):
+    """Local DisARM with n = n_samples antithetic pairs per image, for `objective` (iwae: the
+    n-sample bound). Report: [the objective: n-sample bound (iwae) or ELBO]."""
+    estimator = 'LocalDisARM'
 
 
 def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,

@@ -46,7 +46,7 @@ SWEEP_FILE = 'sweep.json'
 REPORT = 'report'
 NOT_CONFIGURATION = ('model', 'seed', 'trial')
 VALID, TEST = 'valid', 'test'
-METRICS = (('train_elbo', 'final training ELBO'),
+METRICS = (('train_elbo', 'final training ELBO (the K-sample bound under objective=iwae)'),
            ('valid_bound', 'validation bound (IWAE, 100 samples)'),
            ('test_bound', 'test bound (IWAE, 100 samples)'))
 FIGURES = (('elbo', 'training ELBO', 'elbo'),
@@ -142,13 +142,13 @@ Stat = collections.namedtuple('Stat', 'mean se n step last_steps partial')
 
 def metric_series(run, metric):
     """[(step, value, partial)] of a run for a table metric, in step order: the training ELBO of
-    each full epoch (of each partial one while the run has no full epoch), or each evaluation's
-    bound."""
+    each full epoch (of each partial one while the run has no full epoch; an objective=iwae
+    run's K-sample bound), or each evaluation's bound."""
     if metric == 'train_elbo':
         train = [r for r in records.of_kind(run.records, records.TRAIN)
-                 if r['fields'].get(records.ELBO) is not None]
+                 if r['fields'].get(records.trained(r['fields'])) is not None]
         full = [r for r in train if not r.get('partial')]
-        return [(r['step'], r['fields'][records.ELBO], bool(r.get('partial')))
+        return [(r['step'], r['fields'][records.trained(r['fields'])], bool(r.get('partial')))
                 for r in full or train]
     split = VALID if metric == 'valid_bound' else TEST
     return [(r['step'], r['%s_fields' % split][records.BOUND], False)
@@ -308,6 +308,9 @@ def series(run, figure):
     else:
         if figure == 'temperature' and 'DynamicRebar' not in run.column:
             return {}
+        train = records.of_kind(run.records, records.TRAIN)
+        if field == records.ELBO and train:   # or the bound an objective=iwae run trains
+            field = records.trained(train[0]['fields'])
         steps, values = records.train_series(run.records, field)
     return {run.column: (steps, values)} if steps else {}
 

@@ -33,6 +33,15 @@ import time
 TRAIN, EVAL = 'train', 'eval'
 ELBO = 'elbo'
 BOUND = 'iwae_bound'
+# the first report entry under objective=iwae, the n_samples-sample bound trained in place of
+# the ELBO
+K_SAMPLE_BOUND = 'k_sample_bound'
+
+
+def trained(fields):
+    """The name of the training objective among a training record's fields: the ELBO, or the
+    K-sample bound of an objective=iwae run (ELBO if neither is present)."""
+    return K_SAMPLE_BOUND if K_SAMPLE_BOUND in fields and ELBO not in fields else ELBO
 # The fields of a record that hold numbers (a number, a list or a dict of them): a null there was
 # a non-finite number.
 NUMBER_FIELDS = ('report', 'fields', 'log_grad_variance', 'temperature', 'valid', 'test',

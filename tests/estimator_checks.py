@@ -41,6 +41,14 @@ def exact_loss_gradient(model, xs):
 
     Returns one vector over model.variables (zeros where the objective does not depend on one).
     """
+    f, log_q = _every_configuration(model, xs)
+    objective = tf.reduce_mean(tf.reduce_sum(tf.exp(log_q) * f, 1))
+    return U.vectorize(tf.gradients(-objective, model.variables), model.variables)
+
+
+def _every_configuration(model, xs):
+    """(f, log q), each [len(xs), C]: every image's f and log q(b|x) at each of the C latent
+    configurations b (in itertools.product order)."""
     nets, hp = model.nets, model.hparams
     n_units = hp.n_layer * hp.n_hidden
     configs = np.array(list(itertools.product([0.0, 1.0], repeat=n_units)), np.float32)
@@ -55,8 +63,22 @@ def exact_loss_gradient(model, xs):
         parent = 2.0 * samples[i] - 1.0
     log_p = nets.log_p(tf.constant(x_rep), samples)
     f = log_p if nets.conditional else log_p - log_q
-    q = tf.reshape(tf.exp(log_q), [len(xs), len(configs)])
-    objective = tf.reduce_mean(tf.reduce_sum(q * tf.reshape(f, [len(xs), -1]), 1))
+    shape = [len(xs), len(configs)]
+    return tf.reshape(f, shape), tf.reshape(log_q, shape)
+
+
+def exact_bound_gradient(model, xs, k):
+    """-grad mean_x E[log mean_k exp f(x, b_k)], b_1..b_k independent samples of q(b|x), by
+    summing over every k-tuple of latent configurations (C^k of them; keep C^k small).
+
+    Returns one vector over model.variables."""
+    f, log_q = _every_configuration(model, xs)
+    n_configs = f.shape.as_list()[1]
+    tuples = np.array(list(itertools.product(range(n_configs), repeat=k)), np.int32)
+    f_t = tf.gather(f, tuples, axis=1)                        # [images, C^k, k]
+    log_q_t = tf.reduce_sum(tf.gather(log_q, tuples, axis=1), 2)
+    bound = U.log_mean_exp(f_t, 2)
+    objective = tf.reduce_mean(tf.reduce_sum(tf.exp(log_q_t) * bound, 1))
     return U.vectorize(tf.gradients(-objective, model.variables), model.variables)
 
 

@@ -15,7 +15,7 @@ def test_defaults_are_the_references():
                     learning_rate=0.001, temperature=0.5, n_samples=1, batch_size=24, trial=1,
                     muprop_relaxation=True, dynamic_b=False, quadratic=True, beta2=0.99999,
                     task='sbn', sp_all_layers=False, reference_quadratic_cv=False,
-                    dataset='mnist', likelihood='bernoulli')
+                    dataset='mnist', likelihood='bernoulli', objective='elbo')
     assert dict(hp.values()) == expected
 
 
@@ -49,6 +49,11 @@ def test_parsing_types_values_by_their_default():
     ('task=omni,dataset=mnist', ['task=omni', 'dataset=mnist', 'task=sbn']),
     ('dataset=mnist,task=omni', ['task=omni', 'dataset=mnist']),
     ('model', ['name=value']),
+    ('objective=iwea', ['objective=iwea', 'elbo, iwae']),
+    ('model=SBNDisARM,objective=iwae', ['model=SBNDisARM', 'model=SBNVIMCO',
+                                        'model=SBNLocalDisARM', 'objective=elbo']),
+    ('model=SBNARMS', ['model=SBNARMS', 'n_samples=2']),
+    ('model=SBNVIMCO,objective=iwae', ['model=SBNVIMCO', 'n_samples=2']),
     ('likelihood=poisson', ['likelihood=poisson', 'bernoulli, gaussian']),
     ('likelihood=gaussian,dynamic_b=true', ['likelihood=gaussian', 'dynamic_b', 'fix: drop']),
 ])

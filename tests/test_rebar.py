@@ -60,20 +60,25 @@ UNBIASED = {
 IMAGES, SAMPLES, RUNS = 2, 256, 100
 
 
-def _compare_with_exact(spec, perturbed_too=True, seed=0, samples=SAMPLES):
+def _compare_with_exact(spec, perturbed_too=True, seed=0, samples=SAMPLES, bound=False,
+                        network=None):
     """Returns [(mean - exact, standard error)] at the initial state (and perturbed).
 
     Each draw sees the IMAGES images SAMPLES times: with `samples` < SAMPLES, as
-    SAMPLES // samples copies of the images with `samples` samples each.
+    SAMPLES // samples copies of the images with `samples` samples each. The exact gradient
+    is the ELBO's, or with `bound` that of the expected `samples`-sample bound. `network`:
+    the sizes (default estimator_checks.TINY).
     """
     import estimator_checks as C
-    spec = '%s,%s,batch_size=%d,n_samples=%d' % (spec, C.TINY, IMAGES * (SAMPLES // samples),
-                                                 samples)
+    spec = '%s,%s,batch_size=%d,n_samples=%d' % (spec, network or C.TINY,
+                                                 IMAGES * (SAMPLES // samples), samples)
     data = C.tiny_data(likelihood=config.parse_hparams(spec).likelihood)
     xs = np.tile(data[:IMAGES], [SAMPLES // samples, 1])
     model = C.build(spec, data.mean(0), static_shapes=True)
     assert C.unknown_dimensions(C.training_fetches(model)) == []   # the NPU build is static
-    exact = C.exact_loss_gradient(model, data[:IMAGES])   # the mean over xs' copies
+    # the mean over xs' copies
+    exact = (C.exact_bound_gradient(model, data[:IMAGES], samples) if bound
+             else C.exact_loss_gradient(model, data[:IMAGES]))
     rng = np.random.RandomState(seed)
     results = []
     with _session() as sess:
@@ -203,6 +208,189 @@ def test_a_broken_variant_of_each_new_estimator_is_detected(graph, monkeypatch, 
     print('%s broken: worst error / tolerance %.1f'
           % (estimator, np.max(np.abs(error) / tolerance)))
     assert np.any(np.abs(error) > tolerance)
+
+
+def _assert_unbiased(results, name):
+    for state, error, se, truth in results:
+        # 4 standard errors of the 100-draw mean, plus float32 round-off of the exact sum
+        tolerance = 4 * se + 1e-5 * (1 + np.abs(truth))
+        worst = np.argmax(np.abs(error) / tolerance)
+        assert np.all(np.abs(error) <= tolerance), (
+            '%s at the %s state: parameter %d off by %.3g (%.1f standard errors)'
+            % (name, state, worst, error[worst], abs(error[worst]) / se[worst]))
+
+
+def _assert_detected(results, name):
+    (state, error, se, truth), = results
+    tolerance = 4 * se + 1e-5 * (1 + np.abs(truth))
+    print('%s: worst error / tolerance %.1f' % (name, np.max(np.abs(error) / tolerance)))
+    assert np.any(np.abs(error) > tolerance)
+
+
+# -- the multi-sample estimators: ARMS (ELBO), VIMCO and local DisARM (the K-sample bound) ----
+@pytest.mark.parametrize('k', [2, 3, 4])
+@pytest.mark.parametrize('network', sorted(NETWORKS))
+def test_arms_is_unbiased_for_the_elbo_against_exact_enumeration(graph, network, k):
+    _assert_unbiased(_compare_with_exact('model=SBNARMS,' + NETWORKS[network], samples=k),
+                     'ARMS K=%d' % k)
+
+
+# A network small enough to enumerate K-tuples of samples: C = 2^(n_layer * 2) configurations,
+# C^K tuples.
+BOUND_NETWORK = 'n_input=6,n_hidden=2'
+BOUND_CASES = [('linear-1', 2), ('linear-1', 4), ('nonlinear-1', 3), ('linear-2', 2),
+               ('nonlinear-2', 2)]
+
+
+@pytest.mark.parametrize('network, k', BOUND_CASES)
+@pytest.mark.parametrize('model', ['SBNVIMCO', 'SBNLocalDisARM'])
+def test_multi_sample_estimators_are_unbiased_for_the_bound_against_exact_enumeration(
+        graph, model, network, k):
+    """The gradient of E[log mean_k exp f(b_k)] over every K-tuple of configurations."""
+    _assert_unbiased(_compare_with_exact('model=%s,objective=iwae,%s' % (model, NETWORKS[network]),
+                                         samples=k, bound=True, network=BOUND_NETWORK),
+                     '%s K=%d' % (model, k))
+
+
+@pytest.mark.parametrize('model', ['SBNVIMCO', 'SBNLocalDisARM'])
+def test_multi_sample_estimators_are_unbiased_for_the_elbo_too(graph, model):
+    """Under objective=elbo they estimate the ELBO's gradient (REINFORCE-LOO's and DisARM's,
+    each plus a mean-zero term)."""
+    _assert_unbiased(_compare_with_exact('model=%s,%s' % (model, NETWORKS['nonlinear-2']),
+                                         samples=4), model)
+
+
+@pytest.mark.parametrize('k', [2, 3, 4, 6])
+def test_dirichlet_copula_has_uniform_marginals_and_the_closed_form_pair_probability(graph, k):
+    """Per unit, K draws of the copula for 40,000 images: each u'_k is uniform (Kolmogorov-
+    Smirnov), each bit is 1 with probability theta, two bits are both 1 with probability
+    P11 = C(theta) (theta < 1/2) or 2 theta - 1 + C(1 - theta), C(p) = max(2 p^(1/(K-1)) - 1,
+    0)^(K-1), within 4 binomial standard errors; the debiasing factor is theta (1 - theta) /
+    (theta - P11)."""
+    import scipy.stats
+    import tensorflow.compat.v1 as tf
+    import rebar
+    theta = np.array([0.02, 0.2, 0.45, 0.5, 0.55, 0.8, 0.97])
+    images = 40000
+    rng = np.random.RandomState(k)
+    u = rng.rand(k * images, len(theta)).astype(np.float32)
+    logits = np.tile(np.log(theta / (1 - theta)), [k * images, 1]).astype(np.float32)
+    copula = rebar.dirichlet_copula(tf.constant(u), k)
+    with _session() as sess:
+        u_prime, b, debias = sess.run((copula, rebar.dirichlet_copula_sample(logits, copula),
+                                       rebar.copula_debias(logits[:1], k)))
+    # the first sample of every image and unit: independent draws
+    assert scipy.stats.kstest(u_prime[:images].ravel(), 'uniform').pvalue > 1e-3
+    closed = lambda p: np.maximum(2 * p ** (1.0 / (k - 1)) - 1, 0) ** (k - 1)
+    p11 = np.where(theta < 0.5, closed(theta), 2 * theta - 1 + closed(1 - theta))
+    b = b.reshape([k, images, len(theta)])
+    for value, expected in [(b.mean((0, 1)), theta), ((b[0] * b[1]).mean(0), p11)]:
+        se = np.sqrt(expected * (1 - expected) / images) + 1e-12
+        assert np.all(np.abs(value - expected) <= 4 * se), (value, expected)
+    assert k > 2 or np.all(p11 == np.maximum(2 * theta - 1, 0))   # K = 2: antithetic pairs
+    np.testing.assert_allclose(debias[0], theta * (1 - theta) / (theta - p11), rtol=1e-4)
+
+
+def _one_layer_gradient(name, spec, xs, noise, n_samples):
+    """The loss gradient of model `name` with the shared test weights, on images xs with the
+    layer's noise fed; also theta = sigma(first logits), [n_samples * len(xs), n_hidden]."""
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    import utils as U
+    with tf.Graph().as_default():
+        model = C.build('model=%s,%s,n_samples=%d,batch_size=%d,%s'
+                        % (name, spec, n_samples, len(xs), C.TINY), C.tiny_data().mean(0))
+        with _session() as sess:
+            C.load_weights(sess)
+            return sess.run((U.vectorize(model.grads, model.variables),
+                             tf.sigmoid(model.train.passes.first_logits)),
+                            {model.x: xs, model.noise[0]: noise})
+
+
+@pytest.mark.parametrize('nonlinear', ['false', 'true'])
+def test_arms_with_two_samples_is_disarm_on_the_same_noise(nonlinear):
+    """One layer, K = 2: the copula's pair is (u', 1 - u'); DisARM on the noise
+    u = 1 - u' where theta < 1/2 and u' elsewhere draws ARMS's first sample as its hard one and
+    the second as its partner, and on 1 - u the other way round. ARMS's gradient is the mean
+    of the two (the same encoder term; the decoder term of each member)."""
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    import rebar
+    xs = C.tiny_data()
+    spec = 'n_layer=1,nonlinear=' + nonlinear
+    w = np.random.RandomState(3).rand(2 * len(xs), 3).astype(np.float32)
+    with tf.Graph().as_default(), _session() as sess:
+        first = sess.run(rebar.dirichlet_copula(tf.constant(w), 2))[:len(xs)]
+    arms, theta = _one_layer_gradient('SBNARMS', spec, xs, w, 2)
+    u = np.where(theta[:len(xs)] < 0.5, 1 - first, first)
+    disarm = [_one_layer_gradient('SBNDisARM', spec, xs, noise, 1)[0] for noise in (u, 1 - u)]
+    assert 0 < np.mean(theta < 0.5) < 1 and np.abs(arms).max() > 1e-2
+    np.testing.assert_allclose(arms, np.mean(disarm, 0), rtol=1e-4, atol=1e-6)
+
+
+def test_arms_with_independent_samples_is_reinforce_loo(monkeypatch):
+    """One layer: with the copula replaced by independent uniforms and c = 1, ARMS is
+    REINFORCE leave-one-out on noise giving the same bits (u, or 1 - u where theta < 1/2)."""
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    import rebar
+    monkeypatch.setattr(rebar, 'dirichlet_copula', lambda u, k: u)
+    monkeypatch.setattr(rebar, 'copula_debias', lambda logits, k: tf.ones_like(logits))
+    xs, k = C.tiny_data(), 3
+    w = np.random.RandomState(4).rand(k * len(xs), 3).astype(np.float32)
+    arms, theta = _one_layer_gradient('SBNARMS', 'n_layer=1', xs, w, k)
+    flipped = np.where(theta < 0.5, 1 - w, w)
+    loo, _ = _one_layer_gradient('SBNReinforceLOO', 'n_layer=1', xs, flipped, k)
+    assert 0 < np.mean(theta < 0.5) < 1 and np.abs(arms).max() > 1e-2
+    np.testing.assert_allclose(arms, loo, rtol=1e-4, atol=1e-6)
+
+
+def _local_disarm_without_pathwise_part(step, variables, hparams):
+    """The authors' code's form: the score part alone; the encoder gets no -sum_i w_i grad
+    log q(b_i) (log q held constant in f), the decoder the bound's gradient."""
+    import tensorflow.compat.v1 as tf
+    import rebar
+    hard = step.passes.hard
+    fixed_q = rebar.KSampleBound(hard.log_p - tf.stop_gradient(tf.add_n(hard.log_q)),
+                                 step.passes.n_samples, hparams.objective)
+    ours = rebar.local_disarm(step, variables, hparams)
+    pathwise = rebar._grads(-fixed_q.value, variables)
+    full = rebar._grads(-step.passes.bound.value, variables)
+    grads = [g - f + (0.0 if p is None else p) for g, f, p in zip(ours.grads, full, pathwise)]
+    return rebar.Estimate(grads, [('k_sample_bound', tf.reduce_mean(fixed_q.value))])
+
+
+def _vimco_with_own_sample_in_baseline(monkeypatch, rebar):
+    """The mistake: L_{-k} built from the mean of all K samples' f, its own included."""
+    import tensorflow.compat.v1 as tf
+    monkeypatch.setattr(rebar.KSampleBound, 'leave_one_out', property(
+        lambda self: self.replaced(tf.tile(tf.reduce_mean(self.f, 0, keepdims=True),
+                                           [self.n_samples, 1]))))
+
+
+def _arms_without_debiasing(monkeypatch, rebar):
+    """The mistake: the copula's samples used as if independent (c = 1)."""
+    import tensorflow.compat.v1 as tf
+    monkeypatch.setattr(rebar, 'copula_debias', lambda logits, k: tf.ones_like(logits))
+
+
+# model -> (spec, samples, bound?, patch(monkeypatch, rebar) installing the mistake)
+MULTI_SAMPLE_BROKEN = {
+    'ARMS': ('model=SBNARMS,n_layer=1', 3, False, _arms_without_debiasing),
+    'VIMCO': ('model=SBNVIMCO,objective=iwae,n_layer=1', 3, True,
+              _vimco_with_own_sample_in_baseline),
+    'LocalDisARM': ('model=SBNLocalDisARM,objective=iwae,n_layer=1,nonlinear=true', 3, True,
+                    _replace_estimator('LocalDisARM', _local_disarm_without_pathwise_part)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(MULTI_SAMPLE_BROKEN))
+def test_a_broken_variant_of_each_multi_sample_estimator_is_detected(graph, monkeypatch, name):
+    import rebar
+    spec, k, bound, patch = MULTI_SAMPLE_BROKEN[name]
+    patch(monkeypatch, rebar)
+    _assert_detected(_compare_with_exact(spec, perturbed_too=False, samples=k, bound=bound,
+                                         network=BOUND_NETWORK), name + ' broken')
 
 
 def test_concrete_relaxation_is_detectably_biased(graph):
@@ -606,7 +794,8 @@ def test_relaxed_sample_is_the_specs_formula(graph, muprop_relaxation):
 # -- the fast build (static shapes, hard terms reused) against the straightforward one ---------
 @pytest.mark.parametrize('name', ['SBN', 'SBNNVIL', 'SBNSimpleMuProp', 'SBNMuProp', 'SBNGumbel',
                                   'SBNRebar', 'SBNDynamicRebar', 'SBNTrackGradVariances',
-                                  'SBNARM', 'SBNDisARM', 'SBNRelax', 'SBNReinforceLOO'])
+                                  'SBNARM', 'SBNDisARM', 'SBNRelax', 'SBNReinforceLOO',
+                                  'SBNARMS', 'SBNVIMCO', 'SBNLocalDisARM'])
 def test_fast_build_computes_what_the_straightforward_build_computes(name):
     """Same weights, batches and noise: report vector, gradient, temperature gradient and the
     gradient variance over three steps (the last a partial batch, which the static build runs
@@ -687,10 +876,11 @@ def _every_model_and_task():
 def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
     """Each model with each task (sbn, sp, omni; n_layer 1-3, linear and nonlinear across
     them) builds the driver's static-shape training graph; its report names match its report
-    vectors; its pass count is what the graph builds. The sp cases of one and two layers also
-    take two steps with finite reports (sbn steps, and the short last batch of an epoch, are
-    replayed for every model by the fast-build test below)."""
+    vectors; its pass count is what the graph builds and runs. The sp cases of one and two
+    layers also take two steps with finite reports (sbn steps, and the short last batch of an
+    epoch, are replayed for every model by the fast-build test below)."""
     import tensorflow.compat.v1 as tf
+    import estimator_checks as C
     import rebar
     rng = np.random.RandomState(12)
     data = (rng.rand(6, 8) < 0.5).astype(np.float32)
@@ -712,7 +902,10 @@ def test_every_model_builds_with_every_task_and_trains_with_static_shapes():
             finally:
                 rebar.Networks.log_p_terms = original
             case = (name, task, shape)
-            assert built['passes'] * hp.n_samples == model.evaluations_per_image(), case
+            # a pass no training fetch needs (ARMS's hard pass) is built but never run
+            unused = model.train.passes.hard.elbo.op not in C.reachable(
+                C.training_fetches(model))
+            assert (built['passes'] - unused) * hp.n_samples == model.evaluations_per_image(), case
             assert len(model.report_names) == len(model.train_report), case
             assert len(model.eval_report_names) == 1 + len(model.eval_report), case
             assert model.report_names[0] == 'elbo', case

@@ -98,6 +98,25 @@ def test_table_holds_mean_and_standard_error_over_seeds(runs_dir):
     assert '| %.2f (n=1) @ step 30 |' % mean in table   # one seed: no ± term
 
 
+def test_an_iwae_runs_training_figure_is_its_k_sample_bound(tmp_path):
+    """Under objective=iwae the report's first entry (`k_sample_bound`) stands in for the
+    training ELBO, in the table and in the training figure's series."""
+    rng = np.random.RandomState(1)
+    path = str(tmp_path / 'run')
+    write_run(path, {'model': 'SBNVIMCO', 'objective': 'iwae', 'seed': 1}, rng)
+    recs = records.read(path)
+    for r in recs:   # rename the first entry as the driver names it under iwae
+        if r['kind'] == 'train':
+            r['fields'] = {'k_sample_bound': r['fields'].pop('elbo')}
+    rundir.RunDir(path).write_records(recs)
+    run = rebar_report.load(str(tmp_path))[0][0]
+    full = [r for r in recs if r['kind'] == 'train' and not r['partial']]
+    assert rebar_report.metric_series(run, 'train_elbo') == [
+        (r['step'], r['fields']['k_sample_bound'], False) for r in full]
+    steps, values = rebar_report.series(run, 'elbo')[run.column]
+    assert values == [r['fields']['k_sample_bound'] for r in recs if r['kind'] == 'train']
+
+
 def test_figures_are_valid_images(runs_dir):
     import matplotlib
     matplotlib.use('Agg')

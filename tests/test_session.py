@@ -16,8 +16,9 @@ BATCH, N_INPUT, N_HIDDEN = 4, 12, 3
 
 
 def _model(name, n_images=10, seed=0):
-    """A small model with its training set held in the session (the driver's static path)."""
-    extra = ',n_samples=2' if name in config.MULTI_SAMPLE_MODELS else ''
+    """A small model with its training set held in the session (the driver's static path);
+    `name` may carry hparams after the model's name ("SBNVIMCO,objective=iwae")."""
+    extra = ',n_samples=2' if name.split(',')[0] in config.MULTI_SAMPLE_MODELS else ''
     hp = config.parse_hparams('model=%s,n_layer=2,n_hidden=%d,n_input=%d,batch_size=%d,'
                               'learning_rate=0.01%s' % (name, N_HIDDEN, N_INPUT, BATCH, extra))
     rng = np.random.RandomState(seed)
@@ -33,7 +34,7 @@ def _values(sess):
     return dict(zip([v.op.name for v in variables], sess.run(variables)))
 
 
-@pytest.mark.parametrize('name', config.MODELS)
+@pytest.mark.parametrize('name', config.MODELS + ('SBNVIMCO,objective=iwae',))
 def test_k_steps_in_one_call_equal_k_single_steps(name):
     """From the same variables and with the same noise: every variable (weights, both Adams'
     slots, moving averages, temperature, etas, baselines) and every per-step report, gradient

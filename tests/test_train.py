@@ -532,6 +532,44 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
                for n, v in saved.items())
 
 
+@pytest.mark.parametrize('spec, steps_per_call', [
+    ('model=SBNVIMCO,objective=iwae,n_samples=3', 7),
+    ('model=SBNLocalDisARM,objective=iwae,n_samples=2,n_layer=2', 1),
+    ('model=SBNARMS,n_samples=3,n_layer=2', 7),
+])
+def test_multi_sample_models_train_through_the_reference_command_and_resume_after_sigkill(
+        small_data, tmp_path, spec, steps_per_call):
+    """Killed (SIGKILL) after its checkpoint at step 10, a run resumes from it and finishes;
+    the output parses as the reference's, the report's first entry the objective trained."""
+    run_dir = str(tmp_path / 'run')
+    common = ['--hparams=%s,n_hidden=8' % spec, '--data_dir=' + small_data,
+              '--working_dir=' + run_dir, '--eval_freq=1', '--checkpoint_steps=10',
+              '--checkpoint_secs=0', '--fast_start', '--seed=2',
+              '--steps_per_call=%d' % steps_per_call, '--static_shapes=true']
+    with open(str(tmp_path / 'first.out'), 'w') as out:
+        first = subprocess.Popen(train_command(*common + ['--max_steps=1000']), stdout=out,
+                                 stderr=subprocess.PIPE, universal_newlines=True)
+        watchdog = threading.Timer(300, first.kill)   # never hang the suite
+        watchdog.start()
+        for line in first.stderr:
+            if 'checkpoint model.ckpt-10 saved' in line:
+                first.send_signal(signal.SIGKILL)
+                break
+        first.stderr.close()
+        watchdog.cancel()
+        assert first.wait(timeout=60) == -signal.SIGKILL
+    second = run_process(train_command(*common + ['--max_steps=30']))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert re.search(r'resumed from model\.ckpt-(10|20) at step (10|20)', second.stderr), \
+        second.stderr[-2000:]
+    hparams, entries = parse_reference_output(second.stdout)
+    assert hparams['model'] == config.parse_hparams(spec).model
+    assert steps_of(entries, 'Step')[-1] == 30 and steps_of(entries, 'Valid')[-1] == 30
+    train = [r for r in read_records(run_dir) if r['kind'] == 'train']
+    assert train[-1]['step'] == 30 and np.all(np.isfinite(train[-1]['report']))
+    assert list(train[-1]['fields']) == ['k_sample_bound' if 'iwae' in spec else 'elbo']
+
+
 def test_modelarts_entry_with_local_paths_trains_into_train_url_and_resumes(small_data,
                                                                              tmp_path):
     train_url = str(tmp_path / 'train_url')
