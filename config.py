@@ -19,16 +19,19 @@ DATA_DIR = os.environ.get('REBAR_DATA_DIR', 'data')
 
 MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDynamicRebar',
           'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
-          'SBNReinforceLOO')
+          'SBNReinforceLOO', 'SBNDoubleCV', 'SBNRodeo')
 # Models whose estimator centres each sample on the other samples of its image.
-MULTI_SAMPLE_MODELS = ('SBNReinforceLOO',)
+MULTI_SAMPLE_MODELS = ('SBNReinforceLOO', 'SBNDoubleCV', 'SBNRodeo')
 TASKS = ('sbn', 'sp', 'omni')
+NONLINEARITIES = ('tanh', 'leaky_relu')
 DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
 
-# The reference's defaults, in the reference's order. The last three are ours (README, "Where we
+# The reference's defaults, in the reference's order. The rest are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
 # `reference_quadratic_cv` restores the released code's quadratic control variate; `dataset`
-# names the data set apart from the objective `task`.
+# names the data set apart from the objective `task`; `nonlinearity`, `learn_prior` and
+# `control_learning_rate` are the later papers' protocol options (tanh, a learned prior and the
+# control variates at 10 x learning_rate are the reference's; control_learning_rate=0 keeps it).
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -48,6 +51,9 @@ DEFAULTS = collections.OrderedDict([
     ('sp_all_layers', False),
     ('reference_quadratic_cv', False),
     ('dataset', 'mnist'),
+    ('nonlinearity', 'tanh'),
+    ('learn_prior', True),
+    ('control_learning_rate', 0.0),
 ])
 
 
@@ -141,6 +147,10 @@ def validate(hparams):
         (hparams.n_hidden >= 1, 'n_hidden must be at least 1, got %d.' % hparams.n_hidden),
         (hparams.n_input >= 2 and (hparams.task != 'sp' or hparams.n_input % 2 == 0),
          'n_input must be at least 2 (and even for task=sp), got %d.' % hparams.n_input),
+        (hparams.nonlinearity in NONLINEARITIES, 'nonlinearity=%s is unknown; valid: %s.'
+         % (hparams.nonlinearity, ', '.join(NONLINEARITIES))),
+        (hparams.control_learning_rate >= 0, 'control_learning_rate must be >= 0 (0: 10 x '
+         'learning_rate), got %r.' % hparams.control_learning_rate),
         (hparams.temperature > 0, 'temperature must be > 0, got %r.' % hparams.temperature),
         (hparams.learning_rate > 0, 'learning_rate must be > 0, got %r.' % hparams.learning_rate),
         (0 < hparams.beta2 < 1, 'beta2 must lie in (0, 1), got %r.' % hparams.beta2),
