@@ -9,7 +9,8 @@ writes SWEEP_DIR/report/:
                           training ELBO (the last full epoch's), the validation and test
                           importance-weighted bounds (the last evaluation), as mean ± standard
                           error over seeds (sample std / sqrt(n); no ± for one seed) with the
-                          number of seeds, and a preset's published numbers beside ours
+                          number of seeds, and a preset's published numbers beside ours;
+                          table.md also gives each estimator's evaluations of f per image
     elbo.{png,svg,json}           training ELBO against steps, one panel per configuration
     grad_variance.{png,svg,json}  log gradient variance against steps
     temperature.{png,svg,json}    the learned temperature (runs of SBNDynamicRebar only)
@@ -180,6 +181,13 @@ def summarise(runs):
     return table
 
 
+def evaluations_per_image(path):
+    """Forward passes through the generative network per image and step, as the run's last
+    session recorded it in provenance.json (None for runs of drivers that did not)."""
+    sessions = (rundir.RunDir(path).read_provenance() or {}).get('sessions') or [{}]
+    return sessions[-1].get('evaluations_per_image')
+
+
 def published_value(published, row, column, metric):
     if not published or published.get('metric') != metric:
         return None
@@ -216,6 +224,14 @@ def write_tables(out_dir, runs, table, published):
                 cells.append(text)
             lines.append('| %s | %s |' % (row, ' | '.join(cells)))
         lines.append('')
+    costs = dict(((r.row, r.column), evaluations_per_image(r.path)) for r in runs)
+    lines += ['### evaluations of f per image and training step', '',
+              '| configuration | %s |' % ' | '.join(columns),
+              '| --- |%s' % (' --- |' * len(columns))]
+    for row in rows:
+        lines.append('| %s | %s |' % (row, ' | '.join(
+            'n/a' if costs.get((row, c)) is None else '%d' % costs[(row, c)] for c in columns)))
+    lines.append('')
     notes = ['Mean ± standard error over seeds (sample standard deviation / sqrt(n)); n is the '
              'number of seeds.']
     if any(v.get('partial') for v in table.values()):
