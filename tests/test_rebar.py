@@ -191,7 +191,7 @@ EXPANSION_CASES = {
     'linear-1-K2-sbn': ('n_layer=1', 2),
     'nonlinear-2-K3-sbn': ('n_layer=2,nonlinear=true', 3),
     'linear-3-K3-sp': ('n_layer=3,task=sp', 3),
-    'nonlinear-1-K2-sp': ('n_layer=1,nonlinear=true,task=sp', 2),
+    'nonlinear-1-K2-sp': ('n_layer=1,nonlinear=true,nonlinearity=leaky_relu,task=sp', 2),
 }
 EXPANSION_MODELS = ('SBNDoubleCV', 'SBNRodeo')
 
@@ -231,6 +231,34 @@ def test_a_broken_double_cv_and_rodeo_are_detected(graph, monkeypatch, model):
     print('%s broken: worst error / tolerance %.1f' % (model, np.max(np.abs(error) / tolerance)))
     assert np.any(np.abs(error) > tolerance)
 
+
+def test_protocol_options_fix_the_prior_use_leaky_relu_and_set_the_control_step(graph):
+    """learn_prior=false: the prior's logits stay 0 (uniform) through a step that moves the
+    rest; nonlinearity=leaky_relu: the hidden layers are LeakyReLU(0.3); control_learning_rate:
+    Adam's first step moves each coefficient by about that much (|m / sqrt(v)| = 1 at step
+    one)."""
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    data = C.tiny_data()
+    model = C.build('model=SBNDoubleCV,n_samples=2,batch_size=8,nonlinear=true,'
+                    'nonlinearity=leaky_relu,learn_prior=false,control_learning_rate=0.25,'
+                    + C.TINY, data.mean(0))
+    kinds = set(op.type for op in tf.get_default_graph().get_operations())
+    assert 'LeakyRelu' in kinds and 'Tanh' not in kinds
+    alpha = [v for v in tf.global_variables() if v.op.name.endswith('layer_0/alpha')][0]
+    with _session() as sess:
+        before = sess.run(model.variables)
+        feed = C.noise_feed(model, 16, np.random.RandomState(2))
+        feed[model.x] = data
+        sess.run(model.train_op, feed)
+        after = sess.run(model.variables)
+        moved = abs(sess.run(alpha))
+    for v, b, a in zip(model.variables, before, after):
+        if v is model.nets.prior:
+            assert np.all(a == 0) and np.all(b == 0)
+        else:
+            assert np.any(a != b), v.op.name
+    assert 0.24 < moved <= 0.25   # (Adam's epsilon shortens a tiny first gradient's step)
 
 def _numpy_stein(net, b, theta, g, f):
     """RODEO's control variates written out: every flip y = b_k^(d) built and the network run
