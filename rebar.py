@@ -724,23 +724,26 @@ def stein_control_variates(network, b, theta, g, f):
 
     network: (x, z) -> [..., 2]; b, theta, g [K, batch, D]; f [K, batch].
     Returns (A h0)(b_k) [K, batch] and (A [y -> h1(y) (y - theta)])(b_k) [K, batch, D]. The
-    network runs on all K x K pairs (j = k masked out, so K may be a tensor) at D + 1 points.
+    network runs at D + 1 points on the K (K - 1) pairs (k, j != k), partner s = 1..K-1 of
+    sample k being sample (k + s) mod K; with K unknown when the graph is built (the flexible
+    build), on all K x K pairs with j = k weighted out.
     """
     k, d = b.shape.as_list()[0], b.shape.as_list()[-1]
-    if k is None:   # the flexible build's K (a static K keeps every shape static)
-        k = tf.shape(b)[0]
-        share = tf.reciprocal(tf.cast(k - 1, tf.float32))
+    if k is None:
+        n = tf.shape(b)[0]
+        partner = lambda t: t[:, None]   # [j, k, ...]
+        weights = ((1.0 - tf.eye(n))[:, :, None, None, None]
+                   * tf.reciprocal(tf.cast(n - 1, tf.float32)))
     else:
-        share = 1.0 / (k - 1)
+        partner = lambda t: tf.stack([tf.roll(t, -s, 0) for s in range(1, k)])   # [s, k, ...]
+        weights = 1.0 / (k - 1)
+    g_j, b_j, f_j = partner(g), partner(b), partner(f)
     flip = 1.0 - 2.0 * b   # y^(d) - b on coordinate d
-    # x[k, j] at b_k: g_j.(b_k - b_j); at b_k^(d): plus g_jd (1 - 2 b_kd)
-    at_b = (tf.reduce_sum(b[:, None] * g[None], 3)
-            - tf.reduce_sum(g * b, 2)[None])   # [K, K, batch]
-    at_flips = at_b[:, :, :, None] + g[None] * flip[:, None]   # [K, K, batch, D]
-    x = tf.concat([at_b[:, :, :, None], at_flips], 3)   # [K, K, batch, 1 + D]
-    z = f[None, :, :, None] + tf.zeros_like(x)
-    others = (1.0 - tf.eye(k))[:, :, None, None, None] * share
-    h = tf.reduce_sum(network(x, z) * others, 1)   # [K, batch, 1 + D, 2]
+    # x at b_k: g_j.(b_k - b_j); at b_k^(d): plus g_jd (1 - 2 b_kd)
+    at_b = tf.reduce_sum(g_j * (b - b_j), -1)
+    x = tf.concat([at_b[..., None], at_b[..., None] + g_j * flip], -1)   # [., K, batch, 1 + D]
+    z = f_j[..., None] + tf.zeros_like(x)
+    h = tf.reduce_sum(network(x, z) * weights, 0)   # [K, batch, 1 + D, 2]
     h0, h1 = h[..., 0], h[..., 1]
     w = stein_weights(b, theta)
     a_h0 = tf.reduce_mean(w * (h0[..., 1:] - h0[..., :1]), 2)
@@ -762,8 +765,7 @@ def rodeo(step, variables, hparams, scope='rodeo'):
     samples (and, multi-layer, the layers below). alpha, beta start at 0 (REINFORCE
     leave-one-out), the network at our fan-in initialiser; all minimise mean(grad^2) (the
     authors' code: the logits' gradient). Cost: K evaluations of f per image, one backward
-    pass (g), and per layer K (K - 1) (D + 1) evaluations of the small network (K^2 (D + 1)
-    computed), none of f.
+    pass (g), and per layer K (K - 1) (D + 1) evaluations of the small network, none of f.
     """
     passes = step.passes
     k = tf.cast(passes.n_samples, tf.float32)

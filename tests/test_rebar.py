@@ -295,13 +295,17 @@ def test_rodeo_flip_evaluations_match_a_numpy_transcription(graph):
     import rebar
     rng = np.random.RandomState(3)
     b, theta, g, f = _stein_example(rng, 3, 2, 4)
+    network = lambda x, z: rebar._rodeo_network(x, z, 'h')
     with tf.variable_scope('stein'):
-        outputs = rebar.stein_control_variates(lambda x, z: rebar._rodeo_network(x, z, 'h'),
-                                               *map(tf.constant, (b, theta, g, f)))
+        static = rebar.stein_control_variates(network, *map(tf.constant, (b, theta, g, f)))
+        # K unknown when built (the flexible build): every pair, j = k weighted out
+        flexible = rebar.stein_control_variates(network, *[
+            tf.placeholder_with_default(t, [None] + list(t.shape[1:])) for t in (b, theta, g, f)])
+    assert flexible[0].shape.as_list() == [None, 2]
     with _session() as sess:
         for v in tf.global_variables():   # random biases too, so that every term shows
             v.load(rng.randn(*v.shape.as_list()).astype(np.float32), sess)
-        ours = sess.run(outputs)
+        ours = sess.run(static) + sess.run(flexible)
         values = dict((v.op.name, sess.run(v)) for v in tf.global_variables())
     w1, c1, w2, c2 = [values['stein/h/%s' % name] for name in (
         'hidden/weights', 'hidden/biases', 'output/weights', 'output/biases')]
@@ -310,7 +314,7 @@ def test_rodeo_flip_evaluations_match_a_numpy_transcription(graph):
     def net(x, z):
         pre = np.dot([x, z], w1) + c1
         return np.dot(np.where(pre > 0, pre, 0.3 * pre), w2) + c2
-    for a, expected in zip(ours, _numpy_stein(net, b, theta, g, f)):
+    for a, expected in zip(ours, 2 * _numpy_stein(net, b, theta, g, f)):
         assert np.abs(expected).max() > 1e-2
         np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-5)
 
