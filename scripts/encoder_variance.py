@@ -63,7 +63,12 @@ def main(argv=None):
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
         if args.checkpoint:
-            tf.train.Saver().restore(sess, os.path.join(args.run_dir, args.checkpoint))
+            # a run may have tracked fewer estimators than this build: the variables it does
+            # not hold keep their initial values (they belong to estimators not measured here)
+            path = os.path.join(args.run_dir, args.checkpoint)
+            held = set(name for name, _ in tf.train.list_variables(path))
+            tf.train.Saver([v for v in tf.global_variables() if v.op.name in held]).restore(
+                sess, path)
         for _ in range(args.batches):
             x = train[rng.randint(len(train), size=hp.batch_size)]
             if hp.dynamic_b:
