@@ -908,6 +908,7 @@ def test_provenance_and_named_metrics_fields(small_data, tmp_path):
     assert s['numpy'] == np.__version__ and s['device'] == 'cpu'
     assert s['start_step'] == 0 and s['end_step'] == 20 and s['outcome'] == 'finished'
     assert s['started'] <= s['ended']
+    assert s['evaluations_per_image'] == 5   # REBAR, two segments: 1 + 2 x 2 passes, K = 1
     files = dict((os.path.basename(f['path']), f['sha256']) for f in s['data']['files'])
     assert sorted(files) == ['binarized_mnist_%s.amat' % n for n in ('test', 'train', 'valid')]
     for name, digest in files.items():
