@@ -23,22 +23,27 @@ DATA_DIR = os.environ.get('REBAR_DATA_DIR', 'data')
 
 MODELS = ('SBN', 'SBNNVIL', 'SBNMuProp', 'SBNSimpleMuProp', 'SBNRebar', 'SBNDynamicRebar',
           'SBNGumbel', 'SBNTrackGradVariances', 'SBNARM', 'SBNDisARM', 'SBNRelax',
-          'SBNReinforceLOO', 'SBNARMS', 'SBNVIMCO', 'SBNLocalDisARM')
+          'SBNReinforceLOO', 'SBNARMS', 'SBNVIMCO', 'SBNLocalDisARM', 'SBNDoubleCV',
+          'SBNRodeo')
 # Models whose estimator centres each sample on the other samples of its image.
-MULTI_SAMPLE_MODELS = ('SBNReinforceLOO', 'SBNARMS', 'SBNVIMCO')
+MULTI_SAMPLE_MODELS = ('SBNReinforceLOO', 'SBNARMS', 'SBNVIMCO', 'SBNDoubleCV', 'SBNRodeo')
 # objective=elbo trains the mean of n_samples single-sample ELBOs (the reference), iwae the
 # n_samples-sample importance-weighted bound, which only IWAE_MODELS estimate.
 OBJECTIVES = ('elbo', 'iwae')
 IWAE_MODELS = ('SBNVIMCO', 'SBNLocalDisARM')
 TASKS = ('sbn', 'sp', 'omni')
+NONLINEARITIES = ('tanh', 'leaky_relu')
 DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
 LIKELIHOODS = ('bernoulli', 'gaussian')
 
-# The reference's defaults, in the reference's order. The last five are ours (README, "Where we
+# The reference's defaults, in the reference's order. The rest are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
 # `reference_quadratic_cv` restores the released code's quadratic control variate; `dataset`
 # names the data set apart from the objective `task`; `likelihood` chooses p(x | b_0);
-# `objective` chooses what is trained from the n_samples samples of an image (OBJECTIVES).
+# `objective` chooses what is trained from the n_samples samples of an image (OBJECTIVES);
+# `nonlinearity`, `learn_prior` and `control_learning_rate` are the later papers' protocol
+# options (tanh, a learned prior and the control variates at 10 x learning_rate are the
+# reference's; control_learning_rate=0 keeps it).
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -60,6 +65,9 @@ DEFAULTS = collections.OrderedDict([
     ('dataset', 'mnist'),
     ('likelihood', 'bernoulli'),
     ('objective', 'elbo'),
+    ('nonlinearity', 'tanh'),
+    ('learn_prior', True),
+    ('control_learning_rate', 0.0),
 ])
 
 
@@ -154,6 +162,8 @@ RANGES = collections.OrderedDict([
     ('trial', (-2 ** 31, 2 ** 31 - 1, 'a free label')),
     ('beta2', (0.0, 1 - 1e-9, "Adam's second-moment decay, below 1 so that Adam's bias "
                               'correction is defined')),
+    ('control_learning_rate', (0.0, 1.0, "the control variates' Adam step size; 0 means 10 x "
+                                         'learning_rate, the reference\'s')),
 ])
 
 
@@ -184,6 +194,8 @@ def validate(hparams):
         (hparams.likelihood != 'gaussian' or not hparams.dynamic_b,
          'likelihood=gaussian models the grey pixels themselves, so dynamic_b (binarizing each '
          'batch) does not apply; fix: drop dynamic_b=true, or use likelihood=bernoulli.'),
+        (hparams.nonlinearity in NONLINEARITIES, 'nonlinearity=%s is unknown; valid: %s.'
+         % (hparams.nonlinearity, ', '.join(NONLINEARITIES))),
         (hparams.n_samples >= 2 or hparams.model not in MULTI_SAMPLE_MODELS,
          'model=%s centres each sample on the other samples of its image, so it needs '
          'n_samples of at least 2, got %d; fix: pass n_samples=2 (or more).'

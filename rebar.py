@@ -44,11 +44,16 @@ def _dense(inputs, n_output, scope):
     return tf.nn.bias_add(tf.matmul(inputs, w), b)
 
 
+LEAKY_SLOPE = 0.3   # the DisARM/RODEO protocol's LeakyReLU slope (nonlinearity=leaky_relu)
+
+
 class Networks(object):
     """q(b_i | b_{i-1}) for i = 0..L-1 (b_{-1} = x) and p(x | b_0) prod p(b_{i-1} | b_i) p(b_{L-1}).
 
-    A transformation is one dense layer, preceded by two tanh layers of n_hidden when
-    `nonlinear`. Inputs of every layer but the first recognition layer are samples in +-1 form.
+    A transformation is one dense layer, preceded by two layers of n_hidden when `nonlinear`
+    (tanh, the reference's, or with `nonlinearity=leaky_relu` LeakyReLU of slope 0.3, the
+    later papers' protocol). Inputs of every layer but the first recognition layer are samples
+    in +-1 form.
 
     p(x | b_0), by `likelihood`: `bernoulli` (the reference's), logits = the transformation +
     the logit of the training mean; `gaussian` (pixels in [-1, 1]), N(x_j; m_j, s2_j) with mean
@@ -104,8 +109,12 @@ class Networks(object):
     def _transform(self, inputs, n_output, scope):
         h = inputs
         if self.hparams.nonlinear:
-            h = tf.tanh(_dense(h, self.hparams.n_hidden, scope + '_nonlinear_1'))
-            h = tf.tanh(_dense(h, self.hparams.n_hidden, scope + '_nonlinear_2'))
+            if self.hparams.nonlinearity == 'tanh':
+                activation = tf.tanh
+            else:
+                activation = lambda t: tf.nn.leaky_relu(t, LEAKY_SLOPE)
+            h = activation(_dense(h, self.hparams.n_hidden, scope + '_nonlinear_1'))
+            h = activation(_dense(h, self.hparams.n_hidden, scope + '_nonlinear_2'))
         return _dense(h, n_output, scope)
 
     def q_logits(self, i, inputs):
@@ -189,6 +198,7 @@ class ForwardPasses(object):
         self._antithetic = {}
         self._copula = {}
         self._bound = None
+        self._f_gradients = None
 
     def _run(self, sample, start=0, below=None):
         """Samples layers >= start with `sample(i, logits)`, reusing below layer `start` the
@@ -272,6 +282,20 @@ class ForwardPasses(object):
             self._bound = KSampleBound(self.hard.elbo, self.n_samples,
                                        self.nets.hparams.objective)
         return self._bound
+
+    @property
+    def f_gradients(self):
+        """g_l = d f / d b_l at the hard pass, b_l taken as real-valued, per layer [N, n_hidden]
+        (zeros for a layer f does not depend on, such as a lower layer for sp). One backward
+        pass through the hard pass, no evaluation of f; each row is its own sample's gradient,
+        as f's rows do not interact. Built once per step, for the estimators that expand f
+        around a sample (double control variates, RODEO)."""
+        if self._f_gradients is None:
+            samples = self.hard.samples
+            grads = tf.gradients(tf.reduce_sum(self.hard.elbo), samples)
+            self._f_gradients = [tf.zeros_like(b) if g is None else g
+                                 for g, b in zip(grads, samples)]
+        return self._f_gradients
 
     @property
     def mean(self):
@@ -842,6 +866,184 @@ def local_disarm(step, variables, hparams):
         surrogate += bound.per_image(tf.reduce_sum(tf.stop_gradient(signal) * hard.logits[l], 1))
     return Estimate(_grads(-surrogate, variables),
                     [(bound.name, tf.reduce_mean(bound.value))])
+# -- control variates from the gradient of f: double control variates and RODEO ---------------
+# Both take the K >= 2 hard samples of each image (rows sample-major, so [K, batch, ...] reshapes
+# put an image's samples along axis 0), f_k = f(b_k) and g_k = d f / d b at b_k
+# (`ForwardPasses.f_gradients`), and return per layer a signal s for the logits a of each row:
+# loss = -(sum_l sum_j s_lj a_lj + log p), every s held constant in the model variables but
+# not in the control variates' own variables, which minimise mean(grad^2) (the variance
+# objective) with the control optimiser. Multi-layer (ours): every layer's signal uses the one
+# hard pass (its samples, f and g), theta_l the hard pass's sigma(a_l) given its layers below;
+# each added term has mean zero given everything but the layer it is a function of, so each
+# layer's signal stays unbiased, and the estimator costs K evaluations of f per image for any
+# depth (the authors' hierarchical code draws fresh pairs per layer: 1 + 2L for K = 2).
+
+
+def _by_image(t, k):
+    """[K * batch, ...] (sample-major rows) -> [K, batch, ...]."""
+    return tf.reshape(t, [k, -1] + t.shape.as_list()[1:])
+
+
+def _others_mean(t, k):
+    """Per sample, the mean over the image's other samples, along axis 0 of [K, ...]; k is K
+    as a float tensor."""
+    return (tf.reduce_sum(t, 0, keepdims=True) - t) * tf.reciprocal(k - 1.0)
+
+
+def _signal_estimate(step, signals, report, cv_vars, variables):
+    """The Estimate of per-layer logit signals [N, n_hidden] (see the block's comment)."""
+    hard = step.passes.hard
+    surrogate = hard.log_p + tf.add_n([tf.reduce_sum(s * a, 1)
+                                       for s, a in zip(signals, hard.logits)])
+    grads = _grads(-surrogate, variables)
+    return Estimate(grads, [('elbo', tf.reduce_mean(hard.elbo))] + report, cv_vars=cv_vars,
+                    variance_objective=U.mean_square(grads, variables))
+
+
+def _layer_tensors(passes, l):
+    """Layer l's [K, batch, n_hidden] samples b, theta = sigma(a) and g, held constant."""
+    k = passes.n_samples
+    return [_by_image(tf.stop_gradient(t), k) for t in
+            (passes.hard.samples[l], tf.sigmoid(passes.hard.logits[l]), passes.f_gradients[l])]
+
+
+def _scalar(name):
+    """A learned control-variate coefficient starting at 0 (the control variate off)."""
+    return tf.get_variable(name, [], tf.float32, tf.zeros_initializer(), trainable=False,
+                           use_resource=True)
+
+
+def expansion_mean(alpha, slopes, theta):
+    """E over b ~ q of h(b) (b - theta) for h(b) = alpha slopes.(b - theta): coordinate d keeps
+    only (b_d - theta_d)^2, of mean theta_d (1 - theta_d)."""
+    return alpha * slopes * theta * (1.0 - theta)
+
+
+def double_cv(step, variables, hparams, scope='double_cv'):
+    """Double control variates (Titsias and Shi, AISTATS 2022), the paper's form (its authors'
+    code computes the same), per layer l with one learned scalar alpha_l:
+
+        s_k = [F_k - mean_{j != k} F_j] (b_k - theta) - alpha gbar_{-k} theta (1 - theta),
+        F_k = f_k + alpha gbar_{-k}.(b_k - theta),
+
+    gbar_{-k} the mean of the other samples' g_j. F is leave-one-out REINFORCE's f plus a
+    first-order expansion of f taken from the other samples; the last term is the expansion's
+    known mean given the other samples (`expansion_mean`), so s_k is unbiased for any alpha.
+    The authors' per-image mean over k of s_k is our mean over rows. alpha_l starts at 0
+    (REINFORCE leave-one-out) and minimises mean(grad^2), as the authors' code (which uses the
+    logits' gradient) does. Cost: K evaluations of f per image and one backward pass (g).
+    """
+    passes = step.passes
+    k = tf.cast(passes.n_samples, tf.float32)
+    f = _by_image(tf.stop_gradient(passes.hard.elbo), passes.n_samples)
+    signals, report, alphas = [], [], []
+    for l in range(len(passes.hard.samples)):
+        with tf.variable_scope('%s/layer_%d' % (scope, l)):
+            alpha = _scalar('alpha')
+        b, theta, g = _layer_tensors(passes, l)
+        slopes = _others_mean(g, k)
+        big_f = f + alpha * tf.reduce_sum(slopes * (b - theta), 2)
+        s = ((big_f - _others_mean(big_f, k))[:, :, None] * (b - theta)
+             - expansion_mean(alpha, slopes, theta))
+        signals.append(tf.reshape(s, [-1, s.shape.as_list()[-1]]))
+        report.append(('alpha_%d' % l, alpha.read_value()))
+        alphas.append(alpha)
+    return _signal_estimate(step, signals, report, alphas, variables)
+
+
+RODEO_HIDDEN = 100   # the RODEO paper's h: one hidden layer of 100 LeakyReLU(0.3) units
+
+
+def _rodeo_network(x, z, scope):
+    """h(x, z) = W2 LeakyReLU_0.3(W1 [x, z] + c1) + c2 in R^2 for scalar inputs x, z of one
+    shape S (static); returns [S..., 2]."""
+    shape = x.shape.as_list() if x.shape.is_fully_defined() else tf.unstack(tf.shape(x))
+    with tf.variable_scope(scope, reuse=tf.AUTO_REUSE):
+        hidden = tf.nn.leaky_relu(_dense(tf.reshape(tf.stack([x, z], -1), [-1, 2]),
+                                         RODEO_HIDDEN, 'hidden'), LEAKY_SLOPE)
+        return tf.reshape(_dense(hidden, 2, 'output'), shape + [2])
+
+
+def stein_weights(b, theta):
+    """q(1 - b_d) under q = Bernoulli(theta): the rate at which random-scan Gibbs flips bit d."""
+    return theta * (1.0 - b) + (1.0 - theta) * b
+
+
+def stein_control_variates(network, b, theta, g, f):
+    """RODEO's two control variates for each sample b_k of an image, from the discrete Stein
+    operator of q (the generator of random-scan Gibbs sampling):
+
+        (A phi)(b) = (1/D) sum_d q(1 - b_d) [phi(b^(d)) - phi(b)],   E_q[(A phi)(b)] = 0,
+
+    b^(d) b with bit d flipped, applied to phi = h0 and to phi(y) = h1(y) (y - theta), with
+    [h0, h1](y) = mean_{j != k} network(g_j.(y - b_j), f_j): the network on the other samples'
+    first-order expansion of f at y and their f (for K = 2 this is the authors' K = 2 form,
+    which averages the inputs, and for K > 2 their form that averages the outputs). h depends
+    on sample k only through y, so each term has mean zero given the other samples. The D
+    one-bit flips go through the network only, never through f.
+
+    network: (x, z) -> [..., 2]; b, theta, g [K, batch, D]; f [K, batch].
+    Returns (A h0)(b_k) [K, batch] and (A [y -> h1(y) (y - theta)])(b_k) [K, batch, D]. The
+    network runs at D + 1 points on the K (K - 1) pairs (k, j != k), partner s = 1..K-1 of
+    sample k being sample (k + s) mod K; with K unknown when the graph is built (the flexible
+    build), on all K x K pairs with j = k weighted out.
+    """
+    k, d = b.shape.as_list()[0], b.shape.as_list()[-1]
+    if k is None:
+        n = tf.shape(b)[0]
+        partner = lambda t: t[:, None]   # [j, k, ...]
+        weights = ((1.0 - tf.eye(n))[:, :, None, None, None]
+                   * tf.reciprocal(tf.cast(n - 1, tf.float32)))
+    else:
+        partner = lambda t: tf.stack([tf.roll(t, -s, 0) for s in range(1, k)])   # [s, k, ...]
+        weights = 1.0 / (k - 1)
+    g_j, b_j, f_j = partner(g), partner(b), partner(f)
+    flip = 1.0 - 2.0 * b   # y^(d) - b on coordinate d
+    # x at b_k: g_j.(b_k - b_j); at b_k^(d): plus g_jd (1 - 2 b_kd)
+    at_b = tf.reduce_sum(g_j * (b - b_j), -1)
+    x = tf.concat([at_b[..., None], at_b[..., None] + g_j * flip], -1)   # [., K, batch, 1 + D]
+    z = f_j[..., None] + tf.zeros_like(x)
+    h = tf.reduce_sum(network(x, z) * weights, 0)   # [K, batch, 1 + D, 2]
+    h0, h1 = h[..., 0], h[..., 1]
+    w = stein_weights(b, theta)
+    a_h0 = tf.reduce_mean(w * (h0[..., 1:] - h0[..., :1]), 2)
+    # phi(b^(d))_e - phi(b)_e = (h1(b^(d)) - h1(b)) (b_e - theta_e) + [e = d] h1(b^(d)) flip_e
+    a_h1 = ((b - theta) * tf.reduce_sum(w * (h1[..., 1:] - h1[..., :1]), 2, keepdims=True)
+            + w * h1[..., 1:] * flip) * (1.0 / d)
+    return a_h0, a_h1
+
+
+def rodeo(step, variables, hparams, scope='rodeo'):
+    """RODEO (Shi, Zhou, Hwang, Titsias and Mackey, NeurIPS 2022), the authors' code's form
+    (their default operator, q(1 - b_d)-weighted Gibbs flips), per layer l with its own
+    network h_l (`stein_control_variates`) and learned scalars alpha_l, beta_l:
+
+        s_k = [f_k - mean_{j != k} (f_j + alpha (A h0)(b_j))] (b_k - theta)
+              + beta (A [y -> h1(y) (y - theta)])(b_k).
+
+    Unbiased for any alpha, beta and network: every A term has mean zero given the other
+    samples (and, multi-layer, the layers below). alpha, beta start at 0 (REINFORCE
+    leave-one-out), the network at our fan-in initialiser; all minimise mean(grad^2) (the
+    authors' code: the logits' gradient). Cost: K evaluations of f per image, one backward
+    pass (g), and per layer K (K - 1) (D + 1) evaluations of the small network, none of f.
+    """
+    passes = step.passes
+    k = tf.cast(passes.n_samples, tf.float32)
+    f = _by_image(tf.stop_gradient(passes.hard.elbo), passes.n_samples)
+    signals, report, trained = [], [], []
+    for l in range(len(passes.hard.samples)):
+        with tf.variable_scope('%s/layer_%d' % (scope, l)) as layer_scope:
+            alpha, beta = _scalar('alpha'), _scalar('beta')
+            b, theta, g = _layer_tensors(passes, l)
+            a_h0, a_h1 = stein_control_variates(
+                lambda x, z: _rodeo_network(x, z, 'h'), b, theta, g, f)
+        s = ((f - _others_mean(f + alpha * a_h0, k))[:, :, None] * (b - theta)
+             + beta * a_h1)
+        signals.append(tf.reshape(s, [-1, s.shape.as_list()[-1]]))
+        report += [('alpha_%d' % l, alpha.read_value()), ('beta_%d' % l, beta.read_value())]
+        trained += [alpha, beta] + tf.get_collection(tf.GraphKeys.GLOBAL_VARIABLES,
+                                                     layer_scope.name + '/h/')
+    return _signal_estimate(step, signals, report, trained, variables)
 
 
 def _relaxed_pairs(hparams):
@@ -1025,8 +1227,9 @@ class Model(object):
         self.grads = self.train.estimate.grads
         self._model_opt = tf.train.AdamOptimizer(hparams.learning_rate, beta2=hparams.beta2,
                                                  name='model_adam')
-        self._control_opt = tf.train.AdamOptimizer(10 * hparams.learning_rate,
-                                                   beta2=hparams.beta2, name='control_adam')
+        self._control_opt = tf.train.AdamOptimizer(
+            hparams.control_learning_rate or 10 * hparams.learning_rate, beta2=hparams.beta2,
+            name='control_adam')
         self._trainings, self._loops, self._eval_groups = {}, {}, {}
         main = self._trainings[batch] = self._build_training(self.train)
         self.train_op, self.grads_finite = main.train_op, main.grads_finite
@@ -1250,8 +1453,9 @@ class Model(object):
 
     # -- training ----------------------------------------------------------------------------
     def _build_training(self, step):
+        # learn_prior=false: the prior stays at its start, logits 0 (uniform)
         model_grads = [(g, v) for g, v in zip(step.estimate.grads, self.variables)
-                       if g is not None]
+                       if g is not None and (self.hparams.learn_prior or v is not self.nets.prior)]
         # Per tracked gradient g (a list of tensors): moving averages of g and of the scalar
         # mean(g^2) (linear in g^2, so its average is mean(E[g^2]) without a second copy of g).
         tracked = step.estimate.tracked or [[g for g, _ in model_grads]]
@@ -1440,21 +1644,20 @@ class SBNTrackGradVariances(Model):
     the five's mean over parameters of (E[g] - mu)^2, log mean(mu^2)], mu the mean of the
     five's moving-average gradients E[g]; 4 + 5 + 1 = 10 entries for any network.
 
-    TRACKED: the five, then ours (ARM, DisARM, RELAX, ReinforceLOO); each has a
-    `('NAME', log variance)` line and an entry of the metrics record's `log_grad_variance`
-    (see `_variance_figures`: the five's against mu, ours against their own E[g]), and none
-    in the report vector. Tracking
-    another estimator is adding its name to TRACKED. An estimator whose model is in
-    config.MULTI_SAMPLE_MODELS is tracked only with n_samples >= 2 (ReinforceLOO: with one
-    sample per image it has no other sample to centre on). RELAX learns a temperature of its
-    own, so the followed path's temperature, and d variance / d log t, come from the REBAR
-    variance objectives alone, as in the released code; another tracked estimator that
-    learns a temperature needs its own likewise.
+    TRACKED: the five, then ours (ARM, DisARM, RELAX, ReinforceLOO, DoubleCV, RODEO); each has
+    a `('NAME', log variance)` line and an entry of the metrics record's `log_grad_variance`
+    (see `_variance_figures`: the five's against mu, ours against their own E[g]), and none in
+    the report vector. Tracking another estimator is adding its name to TRACKED. An estimator
+    whose model is in config.MULTI_SAMPLE_MODELS is tracked only with n_samples >= 2
+    (ReinforceLOO, DoubleCV, RODEO: with one sample per image there is no other sample to
+    centre on). RELAX learns a temperature of its own, so the followed path's temperature, and
+    d variance / d log t, come from the REBAR variance objectives alone, as in the released
+    code; another tracked estimator that learns a temperature needs its own likewise.
     """
     estimator = 'SimpleMuProp'
     learns_temperature = True
     STEP_VECTOR = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')
-    TRACKED = STEP_VECTOR + ('ARM', 'DisARM', 'RELAX', 'ReinforceLOO')
+    TRACKED = STEP_VECTOR + ('ARM', 'DisARM', 'RELAX', 'ReinforceLOO', 'DoubleCV', 'RODEO')
     in_report = STEP_VECTOR
 
     def __init__(self, hparams, *args, **kwargs):
@@ -1525,6 +1728,16 @@ class SBNLocalDisARM(Model):
     """Local DisARM with n = n_samples antithetic pairs per image, for `objective` (iwae: the
     n-sample bound). Report: [the objective: n-sample bound (iwae) or ELBO]."""
     estimator = 'LocalDisARM'
+class SBNDoubleCV(Model):
+    """Double control variates with n_samples >= 2 samples per image; alpha per layer learned
+    on the variance objective. Report: [ELBO, alpha per layer]."""
+    estimator = 'DoubleCV'
+
+
+class SBNRodeo(Model):
+    """RODEO with n_samples >= 2 samples per image; alpha, beta and the network h per layer
+    learned on the variance objective. Report: [ELBO, alpha and beta per layer]."""
+    estimator = 'RODEO'
 
 
 def build_model(hparams, mean_xs, static_shapes=False, reuse_hard=True, images=None,

@@ -9,7 +9,8 @@ writes SWEEP_DIR/report/:
                           training ELBO (the last full epoch's), the validation and test
                           importance-weighted bounds (the last evaluation), as mean ± standard
                           error over seeds (sample std / sqrt(n); no ± for one seed) with the
-                          number of seeds, and a preset's published numbers beside ours
+                          number of seeds, and a preset's published numbers beside ours;
+                          table.md also gives each estimator's evaluations of f per image
     elbo.{png,svg,json}           training ELBO against steps, one panel per configuration
     grad_variance.{png,svg,json}  log gradient variance against steps
     temperature.{png,svg,json}    the learned temperature (runs of SBNDynamicRebar only)
@@ -206,6 +207,13 @@ def summarise(runs):
         for key, members in cells.items())
 
 
+def evaluations_per_image(path):
+    """Forward passes through the generative network per image and step, as the run's last
+    session recorded it in provenance.json (None for runs of drivers that did not)."""
+    sessions = (rundir.RunDir(path).read_provenance() or {}).get('sessions') or [{}]
+    return sessions[-1].get('evaluations_per_image')
+
+
 def published_value(published, row, column, metric):
     if not published or published.get('metric') != metric:
         return None
@@ -256,6 +264,14 @@ def write_tables(out_dir, runs, table, published):
         if late:
             lines += ['‡ runs behind another seed of their cell:', '']
             lines += ['- %s' % text for text in late] + ['']
+    costs = dict(((r.row, r.column), evaluations_per_image(r.path)) for r in runs)
+    lines += ['### evaluations of f per image and training step', '',
+              '| configuration | %s |' % ' | '.join(columns),
+              '| --- |%s' % (' --- |' * len(columns))]
+    for row in rows:
+        lines.append('| %s | %s |' % (row, ' | '.join(
+            'n/a' if costs.get((row, c)) is None else '%d' % costs[(row, c)] for c in columns)))
+    lines.append('')
     notes = ['Mean ± standard error over seeds (sample standard deviation / sqrt(n)); n is the '
              'number of seeds. A cell compares its seeds at one step, the last step all of '
              'them reached (@ step N): a seed further on is taken back to it. When they share '

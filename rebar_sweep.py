@@ -134,8 +134,11 @@ def definition(args):
     if max_steps is None or max_steps < 1:
         raise SweepError('--max_steps must be given (a positive step count) for a --grid sweep.')
     hparams = merge_hparams(preset['hparams'] if preset else '', args.hparams)
-    return {'preset': args.preset, 'axes': axes, 'seeds': seeds, 'max_steps': int(max_steps),
+    defn = {'preset': args.preset, 'axes': axes, 'seeds': seeds, 'max_steps': int(max_steps),
             'hparams': hparams}
+    if preset and preset.get('skip'):   # only then, so older sweep.json files still match
+        defn['skip'] = preset['skip']
+    return defn
 
 
 def _slug(text):
@@ -150,6 +153,10 @@ def expand(defn):
     shown = dict((a['name'], a.get('named')) for a in axes)
     for point in itertools.product(*[a['values'] for a in axes]):
         labelled = list(zip([a['name'] for a in axes], point))
+        labels = dict((name, label) for name, (label, _) in labelled)
+        if any(all(labels.get(k) == v for k, v in skip.items())
+               for skip in defn.get('skip', [])):
+            continue
         row = ', '.join('%s=%s' % (name, label) if shown[name] else label
                         for name, (label, _) in labelled if name != presets.MODEL)
         model = [label for name, (label, _) in labelled if name == presets.MODEL]

@@ -491,6 +491,9 @@ class Trainer(object):
             # (rebar.Model.keyed_uniform), so a resumed run draws what the uninterrupted one does
             random_seed=None if seed is None else seed * 1000003 % (2 ** 31 - 1),
             log_dir=self.run_dir.path)
+        # the estimator's cost, for the report (which reads no TensorFlow)
+        self.sessions[-1]['evaluations_per_image'] = self.session.model.evaluations_per_image()
+        self.run_dir.write_provenance({'sessions': self.sessions})
         self.rng = np.random.RandomState(seed)
         # TensorBoard drops the events of an earlier, killed process after this run's start
         self.session.restart_marker(self.start_step + 1)

@@ -30,8 +30,8 @@ import rundir  # noqa: E402
 
 DOCUMENTED = 'learning_rate=0.0003,n_layer=2,task=sbn'
 # What a model needs beyond the documented run (before --hparams, which may override it).
-MODEL_HPARAMS = {'SBNReinforceLOO': 'n_samples=2', 'SBNARMS': 'n_samples=2',
-                 'SBNVIMCO': 'n_samples=2,objective=iwae', 'SBNLocalDisARM': 'objective=iwae'}
+MODEL_HPARAMS = dict((m, 'n_samples=2') for m in config.MULTI_SAMPLE_MODELS)
+MODEL_HPARAMS.update(SBNVIMCO='n_samples=2,objective=iwae', SBNLocalDisARM='objective=iwae')
 
 
 def measure(model_name, extra, steps, repeats, eval_images, flexible):

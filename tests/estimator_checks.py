@@ -82,14 +82,19 @@ def exact_bound_gradient(model, xs, k):
     return U.vectorize(tf.gradients(-objective, model.variables), model.variables)
 
 
+# learned scalar coefficients of control variates: REBAR's and RELAX's eta, double CV's and
+# RODEO's alpha and beta; they keep their start (the control variate off or at 1) unless asked
+COEFFICIENTS = ('eta', 'alpha', 'beta')
+
+
 def load_weights(sess, etas=True):
-    """Gives every weight and baseline (and, with `etas`, every eta) a value drawn from a seed
+    """Gives every weight and baseline (and, with `etas`, every coefficient) a value drawn from a seed
     made of its name, so that tests do not depend on TensorFlow's own initialisers."""
     for v in tf.global_variables():
         parts = v.op.name.split('/')
         if parts[0] not in ('model', 'estimator') or any('_adam' in p for p in parts):
             continue   # optimiser slots and moving averages keep their initial values
-        if parts[-1].startswith('eta') and not etas:
+        if parts[-1].startswith(COEFFICIENTS) and not etas:
             continue
         shape = v.shape.as_list()
         scale = np.sqrt(2.0 / shape[0]) if len(shape) == 2 else 0.5   # fan-in scaling for weights
@@ -98,12 +103,13 @@ def load_weights(sess, etas=True):
 
 
 def perturb(sess, model, rng):
-    """Random eta, baseline weights and temperature: the estimators stay unbiased for any."""
+    """Random coefficients (eta, alpha, beta), baseline and control-variate network weights, and
+    temperature: the estimators stay unbiased for any."""
     for v in tf.global_variables():
         name = v.op.name
         if name.startswith('estimator/'):
             shape = v.shape.as_list()
-            scale = 1.0 if 'eta' in name else 0.3
+            scale = 1.0 if name.split('/')[-1].startswith(COEFFICIENTS) else 0.3
             v.load(np.float32(scale) * np.asarray(rng.randn(*shape), np.float32), sess)
     model.log_temperature.load(np.log(rng.uniform(0.2, 1.5)), sess)
 

@@ -15,7 +15,8 @@ def test_defaults_are_the_references():
                     learning_rate=0.001, temperature=0.5, n_samples=1, batch_size=24, trial=1,
                     muprop_relaxation=True, dynamic_b=False, quadratic=True, beta2=0.99999,
                     task='sbn', sp_all_layers=False, reference_quadratic_cv=False,
-                    dataset='mnist', likelihood='bernoulli', objective='elbo')
+                    dataset='mnist', likelihood='bernoulli', objective='elbo',
+                    nonlinearity='tanh', learn_prior=True, control_learning_rate=0.0)
     assert dict(hp.values()) == expected
 
 
@@ -56,6 +57,9 @@ def test_parsing_types_values_by_their_default():
     ('model=SBNVIMCO,objective=iwae', ['model=SBNVIMCO', 'n_samples=2']),
     ('likelihood=poisson', ['likelihood=poisson', 'bernoulli, gaussian']),
     ('likelihood=gaussian,dynamic_b=true', ['likelihood=gaussian', 'dynamic_b', 'fix: drop']),
+    ('nonlinearity=relu', ['nonlinearity=relu', 'tanh, leaky_relu']),
+    ('control_learning_rate=-1', ['control_learning_rate=-1.0', '[0, 1]', '10 x learning_rate']),
+    ('model=SBNRodeo,n_samples=1', ['SBNRodeo', 'n_samples=2']),
 ])
 def test_bad_hparams_are_refused_with_a_message_naming_the_problem(spec, words):
     with pytest.raises(ValueError) as err:

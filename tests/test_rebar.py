@@ -437,6 +437,176 @@ def test_rebar_etas_of_the_generative_parameters_stay_at_one_by_construction(gra
     assert all(v == 1.0 for v in p) and all(v != 1.0 for v in q), report
 
 
+# -- double control variates and RODEO -------------------------------------------------------
+# A cover of the axes rather than their product (2 x 3 x 2 x 2 x 2 cases would cost minutes):
+# every depth, linear and nonlinear, K = 2 and 3, sbn and sp appear with each estimator, each
+# case at the initial and a perturbed state (random alpha, beta and network weights).
+EXPANSION_CASES = {
+    'linear-1-K2-sbn': ('n_layer=1', 2),
+    'nonlinear-2-K3-sbn': ('n_layer=2,nonlinear=true', 3),
+    'linear-3-K3-sp': ('n_layer=3,task=sp', 3),
+    'nonlinear-1-K2-sp': ('n_layer=1,nonlinear=true,nonlinearity=leaky_relu,task=sp', 2),
+}
+EXPANSION_MODELS = ('SBNDoubleCV', 'SBNRodeo')
+
+
+@pytest.mark.parametrize('case', sorted(EXPANSION_CASES))
+@pytest.mark.parametrize('model', EXPANSION_MODELS)
+def test_double_cv_and_rodeo_are_unbiased_against_exact_enumeration(graph, model, case):
+    network, k = EXPANSION_CASES[case]
+    # seed 1: at seed 0 the 3-layer sp case's decoder weights, whose gradient is every
+    # estimator's plain log p gradient, sit at 4.2 standard errors (a chance outlier)
+    for state, error, se, truth in _compare_with_exact(
+            'model=%s,n_samples=%d,%s' % (model, k, network), seed=1, samples=k):
+        tolerance = 4 * se + 1e-5 * (1 + np.abs(truth))
+        worst = np.argmax(np.abs(error) / tolerance)
+        assert np.all(np.abs(error) <= tolerance), (
+            '%s %s at the %s state: parameter %d off by %.3g (%.1f standard errors)'
+            % (model, case, state, worst, error[worst], abs(error[worst]) / se[worst]))
+
+
+# model -> the mistake: the expansion's known mean not subtracted; the Stein operator weighting
+# flip d by q(b_d) instead of q(1 - b_d)
+EXPANSION_BROKEN = {
+    'SBNDoubleCV': ('expansion_mean', lambda alpha, slopes, theta: 0.0),
+    'SBNRodeo': ('stein_weights', lambda b, theta: theta * b + (1.0 - theta) * (1.0 - b)),
+}
+
+
+@pytest.mark.parametrize('model', EXPANSION_MODELS)
+def test_a_broken_double_cv_and_rodeo_are_detected(graph, monkeypatch, model):
+    """At the perturbed state (alpha, beta != 0; at the start both are 0 and the estimators are
+    leave-one-out REINFORCE, broken or not)."""
+    import rebar
+    monkeypatch.setattr(rebar, *EXPANSION_BROKEN[model])
+    _, (state, error, se, truth) = _compare_with_exact(
+        'model=%s,n_samples=2,%s' % (model, NETWORKS['linear-2']), samples=2)
+    tolerance = 4 * se + 1e-5 * (1 + np.abs(truth))
+    print('%s broken: worst error / tolerance %.1f' % (model, np.max(np.abs(error) / tolerance)))
+    assert np.any(np.abs(error) > tolerance)
+
+
+def test_protocol_options_fix_the_prior_use_leaky_relu_and_set_the_control_step(graph):
+    """learn_prior=false: the prior's logits stay 0 (uniform) through a step that moves the
+    rest; nonlinearity=leaky_relu: the hidden layers are LeakyReLU(0.3); control_learning_rate:
+    Adam's first step moves each coefficient by about that much (|m / sqrt(v)| = 1 at step
+    one)."""
+    import tensorflow.compat.v1 as tf
+    import estimator_checks as C
+    data = C.tiny_data()
+    model = C.build('model=SBNDoubleCV,n_samples=2,batch_size=8,nonlinear=true,'
+                    'nonlinearity=leaky_relu,learn_prior=false,control_learning_rate=0.25,'
+                    + C.TINY, data.mean(0))
+    kinds = set(op.type for op in tf.get_default_graph().get_operations())
+    assert 'LeakyRelu' in kinds and 'Tanh' not in kinds
+    alpha = [v for v in tf.global_variables() if v.op.name.endswith('layer_0/alpha')][0]
+    with _session() as sess:
+        before = sess.run(model.variables)
+        feed = C.noise_feed(model, 16, np.random.RandomState(2))
+        feed[model.x] = data
+        sess.run(model.train_op, feed)
+        after = sess.run(model.variables)
+        moved = abs(sess.run(alpha))
+    for v, b, a in zip(model.variables, before, after):
+        if v is model.nets.prior:
+            assert np.all(a == 0) and np.all(b == 0)
+        else:
+            assert np.any(a != b), v.op.name
+    assert 0.24 < moved <= 0.25   # (Adam's epsilon shortens a tiny first gradient's step)
+
+def _numpy_stein(net, b, theta, g, f):
+    """RODEO's control variates written out: every flip y = b_k^(d) built and the network run
+    on each (y, other sample j) pair; (A h0)(b_k) and (A [y -> h1(y)(y - theta)])(b_k)."""
+    n_k, n_batch, d = b.shape
+    a_h0, a_h1 = np.zeros([n_k, n_batch]), np.zeros([n_k, n_batch, d])
+    for k in range(n_k):
+        for i in range(n_batch):
+            def h(y):
+                return np.mean([net(g[j, i].dot(y - b[j, i]), f[j, i])
+                                for j in range(n_k) if j != k], 0)
+            x, t = b[k, i], theta[k, i]
+            base = h(x)
+            for e in range(d):
+                y = x.copy()
+                y[e] = 1 - y[e]
+                weight = t[e] if x[e] == 0 else 1 - t[e]   # q(y_e), the flipped value
+                flipped = h(y)
+                a_h0[k, i] += weight * (flipped[0] - base[0]) / d
+                a_h1[k, i] += weight * (flipped[1] * (y - t) - base[1] * (x - t)) / d
+    return a_h0, a_h1
+
+
+def _stein_example(rng, n_k, n_batch, d):
+    b = (rng.rand(n_k, n_batch, d) < 0.5).astype(np.float32)
+    theta = rng.uniform(0.1, 0.9, [n_k, n_batch, d]).astype(np.float32)
+    g = rng.randn(n_k, n_batch, d).astype(np.float32)
+    f = rng.randn(n_k, n_batch).astype(np.float32)
+    return b, theta, g, f
+
+
+def test_rodeo_flip_evaluations_match_a_numpy_transcription(graph):
+    import tensorflow.compat.v1 as tf
+    import rebar
+    rng = np.random.RandomState(3)
+    b, theta, g, f = _stein_example(rng, 3, 2, 4)
+    network = lambda x, z: rebar._rodeo_network(x, z, 'h')
+    with tf.variable_scope('stein'):
+        static = rebar.stein_control_variates(network, *map(tf.constant, (b, theta, g, f)))
+        # K unknown when built (the flexible build): every pair, j = k weighted out
+        flexible = rebar.stein_control_variates(network, *[
+            tf.placeholder_with_default(t, [None] + list(t.shape[1:])) for t in (b, theta, g, f)])
+    assert flexible[0].shape.as_list() == [None, 2]
+    with _session() as sess:
+        for v in tf.global_variables():   # random biases too, so that every term shows
+            v.load(rng.randn(*v.shape.as_list()).astype(np.float32), sess)
+        ours = sess.run(static) + sess.run(flexible)
+        values = dict((v.op.name, sess.run(v)) for v in tf.global_variables())
+    w1, c1, w2, c2 = [values['stein/h/%s' % name] for name in (
+        'hidden/weights', 'hidden/biases', 'output/weights', 'output/biases')]
+    assert w1.shape == (2, rebar.RODEO_HIDDEN) and c2.shape == (2,)
+
+    def net(x, z):
+        pre = np.dot([x, z], w1) + c1
+        return np.dot(np.where(pre > 0, pre, 0.3 * pre), w2) + c2
+    for a, expected in zip(ours, 2 * _numpy_stein(net, b, theta, g, f)):
+        assert np.abs(expected).max() > 1e-2
+        np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_stein_control_variates_have_mean_zero_given_the_other_samples(graph):
+    """Sum over every b_0 in {0,1}^D of q(b_0) (A h)(b_0), the other samples fixed, for a random
+    network h: zero; the same sum with the wrong weight q(b_d) is not."""
+    import itertools
+    import tensorflow.compat.v1 as tf
+    import rebar
+    rng = np.random.RandomState(4)
+    d = 5
+    configs = np.array(list(itertools.product([0.0, 1.0], repeat=d)), np.float32)
+    n = len(configs)
+    b, theta, g, f = _stein_example(rng, 3, 1, d)
+    theta = np.repeat(theta[:, :1], n, 1)   # one q per sample, every b_0 in the batch
+    b, g, f = np.repeat(b, n, 1), np.repeat(g, n, 1), np.repeat(f, n, 1)
+    b[0] = configs
+    q = np.prod(np.where(configs > 0, theta[0], 1 - theta[0]), 1)
+    network = lambda x, z: rebar._rodeo_network(x, z, 'h')
+    inputs = [tf.constant(t) for t in (b, theta, g, f)]
+    right = rebar.stein_control_variates(network, *inputs)
+    rebar_weights = rebar.stein_weights
+    try:
+        rebar.stein_weights = lambda b, theta: theta * b + (1.0 - theta) * (1.0 - b)
+        wrong = rebar.stein_control_variates(network, *inputs)
+    finally:
+        rebar.stein_weights = rebar_weights
+    with _session() as sess:
+        for v in tf.global_variables():
+            v.load(rng.randn(*v.shape.as_list()).astype(np.float32), sess)
+        (a_h0, a_h1), (w_h0, w_h1) = sess.run([right, wrong])
+    assert np.abs(a_h0[0]).max() > 1e-2 and np.abs(a_h1[0]).max() > 1e-2
+    assert abs(q.dot(a_h0[0])) < 1e-5
+    np.testing.assert_allclose(q.dot(a_h1[0]), 0.0, atol=1e-5)
+    assert abs(q.dot(w_h0[0])) > 1e-3 or np.abs(q.dot(w_h1[0])).max() > 1e-3
+
+
 # -- the conditional noise -------------------------------------------------------------------
 def test_conditional_noise_keeps_u_and_b_and_has_the_closed_form_gradient(graph):
     import scipy.special

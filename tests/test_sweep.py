@@ -6,6 +6,7 @@ is a subprocess with a local Ray, as a user runs it.
 """
 from __future__ import absolute_import, division, print_function
 
+import io
 import json
 import os
 import signal
@@ -132,6 +133,57 @@ def test_table1_preset_is_the_released_codes_documented_run():
     assert published['MNIST, linear 2 layers']['SBNDynamicRebar'] == -98.8
     assert published['Omniglot, linear 1 layer']['SBNNVIL'] == -117.44
 
+
+def test_rodeo2022_compares_estimators_at_equal_evaluations_and_its_runs_train(tmp_path):
+    """The preset's grid: every row's estimators cost the row's evaluations of f per image
+    (DisARM only at 2, RELAX only at 3). Smoke: the runs of one row per budget (MNIST, linear,
+    seed 1) train 2 steps on the bundled sample with tiny networks (n_hidden=8, batch 10), and
+    the report lists each estimator with its evaluations of f per image."""
+    import rebar
+    import rebar_train
+    import datasets
+    args, _ = rebar_sweep.parse_args(['--preset', 'rodeo2022', '--sweep_dir', 'x'])
+    defn = rebar_sweep.definition(args)
+    runs = rebar_sweep.expand(defn)
+    assert defn['max_steps'] == 1000000 and defn['seeds'] == [1, 2, 3, 4, 5]
+    assert len(runs) == 3 * 2 * (5 + 5) * 5
+    columns = {}
+    for run in runs:
+        hp = config.parse_hparams(run['hparams'])
+        assert (hp.batch_size, hp.learn_prior, hp.nonlinearity) == (100, False, 'leaky_relu')
+        cost = rebar.ESTIMATORS[getattr(rebar, hp.model).estimator].passes(hp) * hp.n_samples
+        assert run['row'].endswith('evaluations=%d' % cost), (run['row'], hp.model, cost)
+        columns.setdefault(cost, set()).add(run['column'])
+    assert columns == {2: {'SBNReinforceLOO', 'SBNDisARM', 'SBNARMS', 'SBNDoubleCV', 'SBNRodeo'},
+                       3: {'SBNReinforceLOO', 'SBNARMS', 'SBNRelax', 'SBNDoubleCV', 'SBNRodeo'}}
+
+    smoke = [r for r in runs if r['row'].startswith('mnist, linear') and r['seed'] == 1]
+    sweep_dir = str(tmp_path)
+    with open(os.path.join(sweep_dir, rebar_sweep.SWEEP_FILE), 'w') as f:
+        json.dump({'definition': defn, 'runs': smoke}, f)
+    data = datasets.load_data('mnist', use_sample=True)
+    for run in smoke:
+        hp = config.parse_hparams(run['hparams'] + ',n_hidden=8,batch_size=10')
+        options = rebar_train.make_options(
+            hp, working_dir=os.path.join(sweep_dir, run['name']), max_steps=2, eval_freq=0,
+            device='auto', fast_start=True, seed=1, checkpoint_secs=0, progress_secs=0)
+        trainer = rebar_train.Trainer(options, data=data, out=io.StringIO(), err=io.StringIO())
+        try:
+            assert trainer.train() == 2
+        finally:
+            trainer.close()
+    assert rebar_report.main([sweep_dir]) == 0
+    with open(os.path.join(sweep_dir, 'report', 'table.md')) as f:
+        table = f.read()
+    part = table.split('### evaluations of f per image and training step')[1]
+    header = [c.strip() for c in part.split('\n')[2].strip('|').split('|')][1:]
+    assert sorted(header) == sorted(set(r['column'] for r in smoke))
+    for budget in (2, 3):
+        row = [l for l in part.split('\n') if l.startswith('| mnist, linear, evaluations=%d '
+                                                            % budget)][0]
+        cells = [c.strip() for c in row.strip('|').split('|')][1:]
+        assert set(cells) == {'%d' % budget, 'n/a'}   # n/a: DisARM at 3, RELAX at 2
+        assert cells.count('%d' % budget) == 5
 
 PROGRESS_LINE = ('rebar_train: progress: step %d of %d, epoch %d (batch %d of %d), %.2f steps/s, '
                  '%.1f images/s, ETA %s\n')

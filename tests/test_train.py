@@ -950,6 +950,7 @@ def test_provenance_and_named_metrics_fields(small_data, tmp_path):
     assert s['numpy'] == np.__version__ and s['device'] == 'cpu'
     assert s['start_step'] == 0 and s['end_step'] == 20 and s['outcome'] == 'finished'
     assert s['started'] <= s['ended']
+    assert s['evaluations_per_image'] == 5   # REBAR, two segments: 1 + 2 x 2 passes, K = 1
     files = dict((os.path.basename(f['path']), f['sha256']) for f in s['data']['files'])
     assert sorted(files) == ['binarized_mnist_%s.amat' % n for n in ('test', 'train', 'valid')]
     for name, digest in files.items():
@@ -1256,3 +1257,63 @@ def test_a_resumed_seeded_run_prints_the_uninterrupted_runs_lines(tmp_path, mode
                      else ['Step 5', 'Step 10', 'Step 11'])
     after_7 = uninterrupted[[l.split(' ')[:2] for l in uninterrupted].index(['Step', '10:']):]
     assert resumed == after_7
+
+
+@pytest.mark.parametrize('model,steps_per_call', [('SBNDoubleCV', 1), ('SBNRodeo', 7)])
+def test_double_cv_and_rodeo_resume_after_sigkill_with_their_learned_parts(
+        small_data, tmp_path, model, steps_per_call):
+    """Through the reference command line: killed (SIGKILL) after its checkpoint at step 25,
+    resumed to step 30. The learned parts (alpha; RODEO's beta and network h) are in the
+    checkpoint, moved from their start, and the resumed run continues from them: at step 30
+    each is within 5 Adam steps of its value at 25 (a fresh start would put alpha back near 0
+    and redraw h's weights)."""
+    run_dir = str(tmp_path / 'run')
+    control_lr = 0.01   # the default, 10 x learning_rate
+    common = ['--hparams=model=%s,n_samples=2,n_hidden=8,control_learning_rate=%g'
+              % (model, control_lr),
+              '--data_dir=' + small_data, '--working_dir=' + run_dir, '--eval_freq=2',
+              '--checkpoint_steps=25', '--checkpoint_secs=0', '--fast_start', '--seed=3',
+              '--steps_per_call=%d' % steps_per_call]
+    if steps_per_call > 1:
+        common.append('--static_shapes=true')
+    with open(str(tmp_path / 'first.out'), 'w') as out:
+        first = subprocess.Popen(train_command(*common + ['--max_steps=1000']), stdout=out,
+                                 stderr=subprocess.PIPE, universal_newlines=True)
+        err = []
+        watchdog = threading.Timer(300, first.kill)   # never hang the suite
+        watchdog.start()
+        for line in first.stderr:
+            err.append(line)
+            if 'checkpoint model.ckpt-25 saved' in line:
+                first.send_signal(signal.SIGKILL)
+                break
+        first.stderr.close()
+        watchdog.cancel()
+        assert first.wait(timeout=60) == -signal.SIGKILL, ''.join(err)[-2000:]
+    with open(str(tmp_path / 'first.out')) as f:
+        hparams, entries = parse_reference_output(f.read())
+    assert hparams['model'] == model and steps_of(entries, 'Step')[:2] == [10, 20]
+    n_layer_report = 1 if model == 'SBNDoubleCV' else 2   # [ELBO, alpha (, beta)]
+    assert all(len(e.values) == 1 + n_layer_report for e in entries if e.kind == 'Step')
+
+    def learned(step):
+        path = os.path.join(run_dir, 'model.ckpt-%d' % step)
+        return dict((name, tf.train.load_variable(path, name))
+                    for name, _ in tf.train.list_variables(path)
+                    if name.startswith('estimator/') and 'adam' not in name)
+    at_25 = learned(25)
+    expected = {'SBNDoubleCV': ['alpha'], 'SBNRodeo': ['alpha', 'beta', 'h/hidden/weights']}
+    for part in expected[model]:
+        name = [n for n in at_25 if n.endswith('layer_0/' + part)]
+        assert name and np.any(at_25[name[0]] != 0), (part, sorted(at_25))
+
+    second = run_process(train_command(*common + ['--max_steps=30']))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert 'resumed from model.ckpt-25 at step 25' in second.stderr
+    _, entries = parse_reference_output(second.stdout)
+    assert steps_of(entries, 'Step') == [30]
+    at_30 = learned(30)
+    assert sorted(at_30) == sorted(at_25)
+    for name, value in at_25.items():
+        moved = np.abs(at_30[name] - value).max()
+        assert 0 < moved <= 5 * 1.5 * control_lr, (name, moved)
