@@ -73,6 +73,16 @@ TABLE1_PUBLISHED = {
     },
 }
 
+# The DisARM and ARMS papers' protocol: dynamically binarized images, one linear layer of 200,
+# batch 50, Adam at 1e-4.
+DISARM_PROTOCOL = ('dynamic_b=true,batch_size=50,learning_rate=0.0001,n_layer=1,n_hidden=200,'
+                   'nonlinear=false')
+DISARM_DATASETS = axis('dataset', [('mnist', 'dataset=mnist'),
+                                   ('fashion_mnist', 'dataset=fashion_mnist'),
+                                   ('omniglot', 'dataset=omniglot')])
+
+
+
 PRESETS = {
     'rebar2017-table1': {
         'description': 'REBAR paper, Table 1: NVIL, MuProp, REBAR (fixed and learned '
@@ -115,16 +125,13 @@ PRESETS = {
         'description': 'DisARM paper\'s protocol: dynamically binarized MNIST, Fashion-MNIST '
                        'and Omniglot, one linear layer of 200, REINFORCE-LOO, ARM, DisARM, '
                        'RELAX and REBAR',
-        'axes': [axis('dataset', [('mnist', 'dataset=mnist'),
-                                  ('fashion_mnist', 'dataset=fashion_mnist'),
-                                  ('omniglot', 'dataset=omniglot')]),
+        'axes': [DISARM_DATASETS,
                  axis(MODEL, [('SBNReinforceLOO', 'model=SBNReinforceLOO,n_samples=2'),
                               ('SBNARM', 'model=SBNARM'),
                               ('SBNDisARM', 'model=SBNDisARM'),
                               ('SBNRelax', 'model=SBNRelax'),
                               ('SBNRebar', 'model=SBNRebar')])],
-        'hparams': 'dynamic_b=true,batch_size=50,learning_rate=0.0001,n_layer=1,n_hidden=200,'
-                   'nonlinear=false',
+        'hparams': DISARM_PROTOCOL,
         'seeds': [1, 2, 3, 4, 5],
         'max_steps': 1000000,
         'driver_flags': [],
@@ -164,15 +171,6 @@ PRESETS['rodeo2022'] = {
     'driver_flags': [],
     'published': None,   # no table of the paper could be read from a checkable source
 }
-
-
-# The DisARM and ARMS papers' protocol: dynamically binarized images, one linear layer of 200,
-# batch 50, Adam at 1e-4.
-DISARM_PROTOCOL = ('dynamic_b=true,batch_size=50,learning_rate=0.0001,n_layer=1,n_hidden=200,'
-                   'nonlinear=false')
-DISARM_DATASETS = axis('dataset', [('mnist', 'dataset=mnist'),
-                                   ('fashion_mnist', 'dataset=fashion_mnist'),
-                                   ('omniglot', 'dataset=omniglot')])
 
 
 def _at_evaluations(label, model, n_samples):

@@ -1070,6 +1070,8 @@ ESTIMATORS = collections.OrderedDict([
     ('ARMS', Estimator(arms, lambda hp: hp.n_layer)),
     ('VIMCO', Estimator(vimco, lambda hp: 1)),
     ('LocalDisARM', Estimator(local_disarm, lambda hp: 1 + hp.n_layer)),
+    ('DoubleCV', Estimator(double_cv, lambda hp: 1)),
+    ('RODEO', Estimator(rodeo, lambda hp: 1)),
 ])
 
 

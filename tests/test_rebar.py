@@ -738,7 +738,8 @@ def test_tracker_step_vector_is_the_released_codes_whatever_else_is_tracked(grap
     estimators' own models run at the same values on the same noise: [ELBO, temperature,
     d variance / d log t, its square, each one's mean (g - mu)^2, log mean mu^2], mu the five's
     mean gradient (after one step the debiased averages are that step's values): 10 entries,
-    though nine estimators are tracked (n_samples = 2 adds ReinforceLOO). Every tracked
+    though eleven estimators are tracked (n_samples = 2 adds ReinforceLOO, DoubleCV and
+    RODEO). Every tracked
     estimator has a variance figure: mean g^2 - mean mu^2 for the five, as the released code
     measures them, and against its own mean for ours (checked for ARM and DisARM: zero after
     one step)."""
@@ -749,7 +750,7 @@ def test_tracker_step_vector_is_the_released_codes_whatever_else_is_tracked(grap
     rng = np.random.RandomState(17)
     tracker = C.build('model=SBNTrackGradVariances,' + spec, data.mean(0), static_shapes=True)
     five = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')   # the released order
-    assert tracker.tracked[:5] == five and len(tracker.tracked) == 9
+    assert tracker.tracked[:5] == five and len(tracker.tracked) == 11
     noise = [rng.rand(6, 3).astype(np.float32) for _ in range(2)]
     feed = dict(zip(tracker.noise, noise))
     feed[tracker.x] = data[:3]
@@ -1020,7 +1021,7 @@ def test_one_sample_per_image_is_refused_for_reinforce_loo():
 
 
 # n_layer 1-3 x linear/nonlinear, spread over models and tasks (index by model and task);
-# SBNTrackGradVariances, whose graph holds nine estimators, at one and two layers only (each
+# SBNTrackGradVariances, whose graph holds eight estimators or more, at one and two layers only (each
 # part is built at three layers by its own model)
 SHAPES = ['n_layer=1', 'n_layer=2,nonlinear=true', 'n_layer=3', 'n_layer=1,nonlinear=true',
           'n_layer=2', 'n_layer=3,nonlinear=true']

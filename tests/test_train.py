@@ -413,6 +413,25 @@ def train_command(*flags):
     return [sys.executable, '-u', os.path.join(ROOT, 'rebar_train.py')] + list(flags)
 
 
+def kill_after_checkpoint(command, step, stdout):
+    """Runs the trainer `command` and SIGKILLs it as soon as it reports checkpoint `step`
+    saved (a job killed right after a checkpoint); returns its stderr lines up to then."""
+    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE,
+                               universal_newlines=True)
+    watchdog = threading.Timer(300, process.kill)   # never hang the suite
+    watchdog.start()
+    err = []
+    for line in process.stderr:
+        err.append(line)
+        if 'checkpoint model.ckpt-%d saved' % step in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.stderr.close()
+    watchdog.cancel()
+    assert process.wait(timeout=60) == -signal.SIGKILL, ''.join(err)[-2000:]
+    return err
+
+
 KILL_IN_SAVE = textwrap.dedent('''
     # rebar_train, killed by SIGKILL in the middle of its checkpoint save number {n}: the new
     # checkpoint's data file is half written when the process dies.
@@ -466,20 +485,8 @@ def test_sigkill_during_a_checkpoint_write_and_during_training_then_resume(small
 
     # 2. resumes from 25; killed from outside while training, after its checkpoint at 75
     with open(str(tmp_path / 'second.out'), 'w') as out:
-        second = subprocess.Popen(train_command(*common + ['--max_steps=1000']), stdout=out,
-                                  stderr=subprocess.PIPE, universal_newlines=True)
-        second_err = []
-        watchdog = threading.Timer(300, second.kill)   # never hang the suite
-        watchdog.start()
-        for line in second.stderr:
-            second_err.append(line)
-            if 'checkpoint model.ckpt-75 saved' in line:
-                second.send_signal(signal.SIGKILL)
-                break
-        second.stderr.close()
-        watchdog.cancel()
-        assert second.wait(timeout=60) == -signal.SIGKILL, ''.join(second_err)[-2000:]
-    second_err = ''.join(second_err)
+        second_err = ''.join(kill_after_checkpoint(
+            train_command(*common + ['--max_steps=1000']), 75, out))
     resumed = re.search(r'resumed from model\.ckpt-25 at step 25 \(temperature (\S+)\)',
                         second_err)
     assert resumed, second_err[-2000:]
@@ -547,17 +554,7 @@ def test_multi_sample_models_train_through_the_reference_command_and_resume_afte
               '--checkpoint_secs=0', '--fast_start', '--seed=2',
               '--steps_per_call=%d' % steps_per_call, '--static_shapes=true']
     with open(str(tmp_path / 'first.out'), 'w') as out:
-        first = subprocess.Popen(train_command(*common + ['--max_steps=1000']), stdout=out,
-                                 stderr=subprocess.PIPE, universal_newlines=True)
-        watchdog = threading.Timer(300, first.kill)   # never hang the suite
-        watchdog.start()
-        for line in first.stderr:
-            if 'checkpoint model.ckpt-10 saved' in line:
-                first.send_signal(signal.SIGKILL)
-                break
-        first.stderr.close()
-        watchdog.cancel()
-        assert first.wait(timeout=60) == -signal.SIGKILL
+        kill_after_checkpoint(train_command(*common + ['--max_steps=1000']), 10, out)
     second = run_process(train_command(*common + ['--max_steps=30']))
     assert second.returncode == 0, second.stderr[-2000:]
     assert re.search(r'resumed from model\.ckpt-(10|20) at step (10|20)', second.stderr), \
@@ -1147,21 +1144,8 @@ def test_gaussian_likelihood_through_the_command_line_resumes_after_sigkill(samp
               'batch_size=20', '--data_dir=' + str(tmp_path), '--working_dir=' + run_dir,
               '--eval_freq=2', '--checkpoint_steps=20', '--checkpoint_secs=0', '--fast_start',
               '--seed=3', '--steps_per_call=7', '--static_shapes=true']
-    first = subprocess.Popen(train_command(*common + ['--max_steps=1000']),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             universal_newlines=True)
-    watchdog = threading.Timer(300, first.kill)   # never hang the suite
-    watchdog.start()
-    err = []
-    for line in first.stderr:
-        err.append(line)
-        if 'checkpoint model.ckpt-20 saved' in line:
-            first.send_signal(signal.SIGKILL)
-            break
-    first.stderr.close()
-    first.stdout.close()
-    watchdog.cancel()
-    assert first.wait(timeout=60) == -signal.SIGKILL, ''.join(err)[-2000:]
+    with open(os.devnull, 'w') as out:
+        err = kill_after_checkpoint(train_command(*common + ['--max_steps=1000']), 20, out)
     assert any('likelihood=gaussian' in line and '[-1, 1]' in line for line in err)
     saved = tf.train.load_variable(os.path.join(run_dir, 'model.ckpt-20'),
                                    'model/p_x_variance_raw')
@@ -1277,19 +1261,7 @@ def test_double_cv_and_rodeo_resume_after_sigkill_with_their_learned_parts(
     if steps_per_call > 1:
         common.append('--static_shapes=true')
     with open(str(tmp_path / 'first.out'), 'w') as out:
-        first = subprocess.Popen(train_command(*common + ['--max_steps=1000']), stdout=out,
-                                 stderr=subprocess.PIPE, universal_newlines=True)
-        err = []
-        watchdog = threading.Timer(300, first.kill)   # never hang the suite
-        watchdog.start()
-        for line in first.stderr:
-            err.append(line)
-            if 'checkpoint model.ckpt-25 saved' in line:
-                first.send_signal(signal.SIGKILL)
-                break
-        first.stderr.close()
-        watchdog.cancel()
-        assert first.wait(timeout=60) == -signal.SIGKILL, ''.join(err)[-2000:]
+        kill_after_checkpoint(train_command(*common + ['--max_steps=1000']), 25, out)
     with open(str(tmp_path / 'first.out')) as f:
         hparams, entries = parse_reference_output(f.read())
     assert hparams['model'] == model and steps_of(entries, 'Step')[:2] == [10, 20]
