@@ -141,9 +141,8 @@ PRESETS = {
 
 # The RODEO paper's protocol (Shi et al., NeurIPS 2022, as its authors' code runs it): K counts
 # evaluations of f per image and step, and the estimators are compared at equal K (ARMS with K
-# copula samples costs K too). DisARM is a
-# pair (2 evaluations) and RELAX costs 3 (a hard and two relaxed passes), so each appears at its
-# own budget only.
+# copula samples costs K too). DisARM is a pair (2 evaluations) and RELAX costs 3 (a hard and two
+# relaxed passes), so each appears at its own budget only.
 PRESETS['rodeo2022'] = {
     'description': 'RODEO paper\'s protocol: dynamically binarized MNIST, Fashion-MNIST and '
                    'Omniglot, linear and nonlinear one layer of 200, REINFORCE-LOO, DisARM, '
