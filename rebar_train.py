@@ -569,9 +569,17 @@ class Trainer(object):
         if step != state['step']:
             raise RunDirError('%s holds step %d but %s says %d.'
                               % (prefix, step, rundir.STATE, state['step']))
+        arrays = self._driver_state(state)
+        width = len(self.session.model.report_names)
+        if len(arrays['reports']) and arrays['reports'].shape[1:] != (width,):
+            raise RunDirError(
+                '%s holds part of an epoch of %d-entry reports; this build of the model reports '
+                '%d (the code changed since). Resume with the code that wrote it, or from a '
+                'checkpoint at the end of an epoch (%s lists them).'
+                % (state['checkpoint'], arrays['reports'].shape[-1], width, rundir.STATE))
         self.note('resumed from %s at step %d (temperature %r)'
                   % (state['checkpoint'], step, float(temperature)))
-        return batches.Epoch.from_arrays(self._driver_state(state), self.rng)
+        return batches.Epoch.from_arrays(arrays, self.rng)
 
     def restore_latest(self):
         """Restores the last complete checkpoint into the session (and the epoch state)."""
