@@ -35,6 +35,14 @@ TASKS = ('sbn', 'sp', 'omni')
 NONLINEARITIES = ('tanh', 'leaky_relu')
 DATASETS = ('mnist', 'omniglot', 'fashion_mnist')
 LIKELIHOODS = ('bernoulli', 'gaussian')
+# What SBNTrackGradVariances can track, in its order (rebar.SBNTrackGradVariances.TRACKED): the
+# released code's five, whose figures its Step vector holds, then ours. `tracked=all` tracks
+# every one (the multi-sample ones with n_samples >= 2); names joined by '+' track those.
+TRACKABLE = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR', 'ARM', 'DisARM', 'RELAX',
+             'ReinforceLOO', 'DoubleCV', 'RODEO')
+# tracked by every tracker: the followed path, and the estimator whose variance trains its
+# temperature
+ALWAYS_TRACKED = ('SimpleMuProp', 'DynamicREBAR')
 
 # The reference's defaults, in the reference's order. The rest are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
@@ -43,7 +51,8 @@ LIKELIHOODS = ('bernoulli', 'gaussian')
 # `objective` chooses what is trained from the n_samples samples of an image (OBJECTIVES);
 # `nonlinearity`, `learn_prior` and `control_learning_rate` are the later papers' protocol
 # options (tanh, a learned prior and the control variates at 10 x learning_rate are the
-# reference's; control_learning_rate=0 keeps it).
+# reference's; control_learning_rate=0 keeps it); `tracked` chooses what SBNTrackGradVariances
+# tracks (TRACKABLE).
 DEFAULTS = collections.OrderedDict([
     ('model', 'SBNGumbel'),
     ('n_hidden', 200),
@@ -68,6 +77,7 @@ DEFAULTS = collections.OrderedDict([
     ('nonlinearity', 'tanh'),
     ('learn_prior', True),
     ('control_learning_rate', 0.0),
+    ('tracked', 'all'),
 ])
 
 
@@ -210,6 +220,41 @@ def validate(hparams):
     for ok, message in checks:
         if not ok:
             raise ValueError('Bad hparams: ' + message)
+    _validate_tracked(hparams)
+
+
+def tracked_of(hparams):
+    """The estimators `tracked` names, in TRACKABLE order; None for tracked=all."""
+    if hparams.tracked == 'all':
+        return None
+    names = set(n.strip() for n in hparams.tracked.split('+'))
+    return tuple(n for n in TRACKABLE if n in names)
+
+
+def _validate_tracked(hparams):
+    if hparams.tracked == 'all':
+        return
+    fix = ('Fix: drop tracked (all), or pass tracked=%s+<names>, the names among %s joined by +.'
+           % ('+'.join(ALWAYS_TRACKED), ', '.join(TRACKABLE)))
+    if hparams.model != 'SBNTrackGradVariances':
+        raise ValueError('Bad hparams: tracked=%s chooses what SBNTrackGradVariances tracks; '
+                         'model=%s tracks nothing. Fix: drop tracked.'
+                         % (hparams.tracked, hparams.model))
+    names = [n.strip() for n in hparams.tracked.split('+')]
+    unknown = [n for n in names if n not in TRACKABLE]
+    missing = [n for n in ALWAYS_TRACKED if n not in names]
+    several = [n for n in names if n in ('ReinforceLOO', 'DoubleCV', 'RODEO')]
+    if unknown:
+        raise ValueError('Bad hparams: tracked names %s, which cannot be tracked. %s'
+                         % (', '.join(repr(n) for n in unknown), fix))
+    if missing:
+        raise ValueError('Bad hparams: tracked leaves out %s (SimpleMuProp is the path followed, '
+                         "DynamicREBAR's variance trains its temperature). %s"
+                         % (' and '.join(missing), fix))
+    if several and hparams.n_samples < 2:
+        raise ValueError('Bad hparams: tracked names %s, which centre each sample on the other '
+                         'samples of its image; fix: pass n_samples=2 (or more), or leave them '
+                         'out.' % ', '.join(several))
 
 
 def _number(x):

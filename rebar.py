@@ -1649,26 +1649,32 @@ class SBNTrackGradVariances(Model):
     TRACKED: the five, then ours (ARM, DisARM, RELAX, ReinforceLOO, DoubleCV, RODEO); each has
     a `('NAME', log variance)` line and an entry of the metrics record's `log_grad_variance`
     (see `_variance_figures`: the five's against mu, ours against their own E[g]), and none in
-    the report vector. Tracking another estimator is adding its name to TRACKED. An estimator
-    whose model is in config.MULTI_SAMPLE_MODELS is tracked only with n_samples >= 2
+    the report vector. Tracking another estimator is adding its name to TRACKED (and to
+    config.TRACKABLE). With `tracked=all` (the default) every one is tracked, except that an
+    estimator whose model is in config.MULTI_SAMPLE_MODELS is tracked only with n_samples >= 2
     (ReinforceLOO, DoubleCV, RODEO: with one sample per image there is no other sample to
-    centre on). RELAX learns a temperature of its own, so the followed path's temperature, and
+    centre on). `tracked=SimpleMuProp+DynamicREBAR+...` tracks only those (our option, for
+    speed: every tracked estimator costs its passes at every step); the report vector then holds
+    the deviations of the five that are tracked, and mu is their mean (`in_report`). RELAX learns a temperature of its own, so the followed path's temperature, and
     d variance / d log t, come from the REBAR variance objectives alone, as in the released
     code; another tracked estimator that learns a temperature needs its own likewise.
     """
     estimator = 'SimpleMuProp'
     learns_temperature = True
     STEP_VECTOR = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')
-    TRACKED = STEP_VECTOR + ('ARM', 'DisARM', 'RELAX', 'ReinforceLOO', 'DoubleCV', 'RODEO')
-    in_report = STEP_VECTOR
+    TRACKED = config.TRACKABLE   # STEP_VECTOR, then ours
 
     def __init__(self, hparams, *args, **kwargs):
         self.tracked = self.tracked_names(hparams)
+        self.in_report = tuple(n for n in self.STEP_VECTOR if n in self.tracked)
         super(SBNTrackGradVariances, self).__init__(hparams, *args, **kwargs)
 
     @classmethod
     def tracked_names(cls, hparams):
         """The estimators tracked with these hparams, in TRACKED order."""
+        chosen = config.tracked_of(hparams)
+        if chosen is not None:
+            return chosen
         several = [globals()[m].estimator for m in config.MULTI_SAMPLE_MODELS]
         return tuple(n for n in cls.TRACKED if hparams.n_samples >= 2 or n not in several)
 

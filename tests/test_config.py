@@ -16,7 +16,8 @@ def test_defaults_are_the_references():
                     muprop_relaxation=True, dynamic_b=False, quadratic=True, beta2=0.99999,
                     task='sbn', sp_all_layers=False, reference_quadratic_cv=False,
                     dataset='mnist', likelihood='bernoulli', objective='elbo',
-                    nonlinearity='tanh', learn_prior=True, control_learning_rate=0.0)
+                    nonlinearity='tanh', learn_prior=True, control_learning_rate=0.0,
+                    tracked='all')
     assert dict(hp.values()) == expected
 
 
@@ -60,6 +61,12 @@ def test_parsing_types_values_by_their_default():
     ('nonlinearity=relu', ['nonlinearity=relu', 'tanh, leaky_relu']),
     ('control_learning_rate=-1', ['control_learning_rate=-1.0', '[0, 1]', '10 x learning_rate']),
     ('model=SBNRodeo,n_samples=1', ['SBNRodeo', 'n_samples=2']),
+    ('model=SBNDisARM,tracked=DisARM', ['tracked=DisARM', 'model=SBNDisARM', 'drop tracked']),
+    ('model=SBNTrackGradVariances,tracked=SimpleMuProp+DynamicREBAR+DisArm',
+     ["'DisArm'", 'DisARM', 'tracked=SimpleMuProp+DynamicREBAR+<names>']),
+    ('model=SBNTrackGradVariances,tracked=SimpleMuProp+DisARM', ['leaves out DynamicREBAR']),
+    ('model=SBNTrackGradVariances,tracked=SimpleMuProp+DynamicREBAR+RODEO',
+     ['RODEO', 'n_samples=2']),
 ])
 def test_bad_hparams_are_refused_with_a_message_naming_the_problem(spec, words):
     with pytest.raises(ValueError) as err:
