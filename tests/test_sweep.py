@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -376,25 +375,13 @@ def test_a_killed_sweep_resumes_without_redoing_or_doubling_a_run(tmp_path):
                 except OSError:
                     pass
         done_times = file_times(done)
-
-        most, watching = {}, [True]
-
-        def watch():
-            while watching[0]:
-                for path, n in trainers_by_dir(sweep_dir).items():
-                    most[path] = max(most.get(path, 0), n)
-                time.sleep(0.02)
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            rerun = run_sweep(*args)
-        finally:
-            watching[0] = False
-            watcher.join()
+        rerun = run_sweep(*args)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert most and max(most.values()) == 1, most
         assert '1 of 2 runs already reached step 600: skipped' in rerun.stderr
         assert file_times(done) == done_times and headers(done) == 1
+        # One trainer start per sweep in the unfinished run (a start that the run's lock refused
+        # would be a third header). Live processes are not counted: the killed sweep's trainer
+        # may still be exiting, its lock released, when the rerun's trainer starts.
         assert headers(unfinished) == 2
         train = records.of_kind(records.read(unfinished), records.TRAIN)
         # 8,000 images at batch 24: 334 steps an epoch; one full epoch, then 266 steps
