@@ -29,6 +29,7 @@ import config
 import datasets
 import rebar
 import rebar_train
+import rundir
 import tensorflow.compat.v1 as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,6 +296,29 @@ def test_other_hparams_or_data_are_refused_and_nothing_is_touched(runs):
                             err=io.StringIO())
     assert 'was made with 8000 training images in 334 batches an epoch' in str(e.value)
     assert_untouched(run.run_dir, before)
+
+
+def test_a_part_epoch_written_by_other_code_is_refused_naming_the_fix(runs, tmp_path):
+    """Run 340 of SBNNVIL ends 6 steps into its second epoch, and its checkpoint holds those
+    steps' reports. Reports of another width (written by code whose report vector differed)
+    stop the resume with the fix, rather than failing at the epoch's end, 500 steps later."""
+    run_dir = str(tmp_path / 'run')
+    shutil.copytree(runs['SBNNVIL'].run_dir, run_dir)
+    state = rundir.RunDir(run_dir).read_state()
+    path = rundir.RunDir(run_dir).driver_state_path(state['checkpoint'])
+    with np.load(path) as f:
+        arrays = dict(f.items())
+    assert arrays['reports'].shape == (6, 1)
+    arrays['reports'] = np.zeros([6, 3], np.float32)
+    np.savez(path, **arrays)
+    options = rebar_train.make_options(runs['SBNNVIL'].hparams, working_dir=run_dir,
+                                       max_steps=400, seed=1)
+    with pytest.raises(rebar_train.RunDirError) as e:
+        rebar_train.run(options, data=runs['SBNNVIL'].data, out=io.StringIO(),
+                        err=io.StringIO())
+    assert ('model.ckpt-340 holds part of an epoch of 3-entry reports; this build of the model '
+            'reports 1' in str(e.value)) and 'end of an epoch' in str(e.value)
+    assert rundir.RunDir(run_dir).read_state()['step'] == 340
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(runs):
