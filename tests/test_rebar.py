@@ -743,26 +743,19 @@ def _single_estimator_step(name, spec, mean_xs, values, feed_values):
                              t_grad if t_grad is not None else tf.constant(0.0)), feed)
 
 
-def test_tracker_step_vector_is_the_released_codes_whatever_else_is_tracked(graph):
-    """The tracker's Step vector, from one training step at random weights, etas, baselines
-    and temperature, equals the released code's vector built here by hand from the five
-    estimators' own models run at the same values on the same noise: [ELBO, temperature,
-    d variance / d log t, its square, each one's mean (g - mu)^2, log mean mu^2], mu the five's
-    mean gradient (after one step the debiased averages are that step's values): 10 entries,
-    though eleven estimators are tracked (n_samples = 2 adds ReinforceLOO, DoubleCV and
-    RODEO). Every tracked
-    estimator has a variance figure: mean g^2 - mean mu^2 for the five, as the released code
-    measures them, and against its own mean for ours (checked for ARM and DisARM: zero after
-    one step)."""
+def _tracker_beside_own_models(spec, seed):
+    """One training step of the tracker `spec` builds, at random weights, etas, baselines and
+    temperature, and the same step of each tracked estimator's own model (SINGLE_MODELS) at the
+    same values on the same noise. Returns (tracker, its report, its variances, the released
+    code's Step vector built by hand from the `in_report` ones, {name: (gradient, report,
+    d variance / d log t)}, mu the in_report ones' mean gradient)."""
     import tensorflow.compat.v1 as tf
     import estimator_checks as C
-    spec = 'n_layer=2,batch_size=3,n_samples=2,' + C.TINY
     data = C.tiny_data()
-    rng = np.random.RandomState(17)
+    rng = np.random.RandomState(seed)
     tracker = C.build('model=SBNTrackGradVariances,' + spec, data.mean(0), static_shapes=True)
-    five = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')   # the released order
-    assert tracker.tracked[:5] == five and len(tracker.tracked) == 11
-    noise = [rng.rand(6, 3).astype(np.float32) for _ in range(2)]
+    rows = 3 * tracker.hparams.n_samples
+    noise = [rng.rand(rows, 3).astype(np.float32) for _ in range(2)]
     feed = dict(zip(tracker.noise, noise))
     feed[tracker.x] = data[:3]
     with _session() as sess:
@@ -770,66 +763,65 @@ def test_tracker_step_vector_is_the_released_codes_whatever_else_is_tracked(grap
         C.perturb(sess, tracker, rng)
         values = {v.op.name: sess.run(v) for v in tf.global_variables()}
         report, variances = sess.run((tracker.train_report, tracker.grad_variance), feed)
-
-    singles = {name: _single_estimator_step(name, spec, data.mean(0), values, (data[:3], noise))
-               for name in SINGLE_MODELS}
-    g = np.array([singles[name][0] for name in five], np.float64)
+    own_spec = ','.join(item for item in spec.split(',') if not item.startswith('tracked='))
+    singles = {name: _single_estimator_step(name, own_spec, data.mean(0), values,
+                                            (data[:3], noise))
+               for name in SINGLE_MODELS if name in tracker.tracked}
+    g = np.array([singles[name][0] for name in tracker.in_report], np.float64)
     mu = g.mean(0)
     t_grad = singles['DynamicREBAR'][2]
     expected = ([singles['SimpleMuProp'][1][0], np.exp(values['log_temperature']), t_grad,
                  t_grad ** 2] + list(np.mean((g - mu) ** 2, 1)) + [np.log(np.mean(mu ** 2))])
+    return tracker, report, variances, expected, singles, mu
+
+
+def _assert_variances_against_mu_or_own(tracker, variances, singles, mu):
+    """The in_report ones' variance figures are mean g^2 - mean mu^2, as the released code
+    measures its five; ours are against their own average: after one draw no spread, up to
+    float32 round-off of two moving averages of size scale."""
+    for name, (g, _, _) in singles.items():
+        scale = np.mean(g.astype(np.float64) ** 2)
+        centre = np.mean(mu ** 2) if name in tracker.in_report else scale
+        np.testing.assert_allclose(variances[tracker.tracked.index(name)], scale - centre,
+                                   rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+
+
+def test_tracker_step_vector_is_the_released_codes_whatever_else_is_tracked(graph):
+    """The tracker's Step vector equals the released code's, built by hand from the five
+    estimators' own models: [ELBO, temperature, d variance / d log t, its square, each one's
+    mean (g - mu)^2, log mean mu^2], mu the five's mean gradient (after one step the debiased
+    averages are that step's values): 10 entries, though eleven estimators are tracked
+    (n_samples = 2 adds ReinforceLOO, DoubleCV and RODEO). Every tracked estimator has a
+    variance figure (checked for the five, ARM and DisARM)."""
+    import estimator_checks as C
+    tracker, report, variances, expected, singles, mu = _tracker_beside_own_models(
+        'n_layer=2,batch_size=3,n_samples=2,' + C.TINY, 17)
+    five = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR')   # the released order
+    assert tracker.tracked[:5] == tracker.in_report == five and len(tracker.tracked) == 11
     assert len(report) == len(tracker.report_names) == 10
     assert tracker.report_names[4:9] == ['deviation/' + name for name in five]
     np.testing.assert_allclose(report, expected, rtol=1e-4, atol=1e-6)
-    for name in SINGLE_MODELS:
-        k = tracker.tracked.index(name)
-        g_k = singles[name][0].astype(np.float64)
-        scale = np.mean(g_k ** 2)
-        # the five's against mu; ours against their own average, one draw: no spread (up to
-        # float32 round-off of two moving averages of size scale)
-        centre = np.mean(mu ** 2) if name in five else scale
-        np.testing.assert_allclose(variances[k], scale - centre, rtol=1e-4, atol=1e-4 * scale,
-                                   err_msg=name)
+    assert sorted(singles) == sorted(SINGLE_MODELS)
+    _assert_variances_against_mu_or_own(tracker, variances, singles, mu)
 
 
 def test_a_tracker_of_some_estimators_reports_those_of_the_five_it_tracks(graph):
     """tracked=SimpleMuProp+DynamicREBAR+MuProp+DisARM: the Step vector holds the deviations of
-    the three of the five it tracks, from their own mean mu, built by hand from each one's own
-    model as above; DisARM has its figure against its own mean, and nothing else is built."""
+    the three of the five it tracks, from their mean mu, as built by hand from their own
+    models; DisARM has its figure against its own mean; nothing else is built."""
     import tensorflow.compat.v1 as tf
     import estimator_checks as C
-    spec = 'n_layer=2,batch_size=3,' + C.TINY
-    data = C.tiny_data()
-    rng = np.random.RandomState(18)
-    tracker = C.build('model=SBNTrackGradVariances,tracked=DisARM+MuProp+DynamicREBAR+'
-                      'SimpleMuProp,' + spec, data.mean(0), static_shapes=True)
+    tracker, report, variances, expected, singles, mu = _tracker_beside_own_models(
+        'tracked=DisARM+MuProp+DynamicREBAR+SimpleMuProp,n_layer=2,batch_size=3,' + C.TINY, 18)
     three = ('SimpleMuProp', 'MuProp', 'DynamicREBAR')   # the released order
     assert tracker.tracked == three + ('DisARM',) and tracker.in_report == three
     assert not [v for v in tf.global_variables() if v.op.name.startswith(
         ('estimator/nvil', 'estimator/rebar/', 'estimator/relax'))]
-    noise = [rng.rand(3, 3).astype(np.float32) for _ in range(2)]
-    feed = dict(zip(tracker.noise, noise))
-    feed[tracker.x] = data[:3]
-    with _session() as sess:
-        C.load_weights(sess)
-        C.perturb(sess, tracker, rng)
-        values = {v.op.name: sess.run(v) for v in tf.global_variables()}
-        report, variances = sess.run((tracker.train_report, tracker.grad_variance), feed)
-    singles = {name: _single_estimator_step(name, spec, data.mean(0), values, (data[:3], noise))
-               for name in three + ('DisARM',)}
-    g = np.array([singles[name][0] for name in three], np.float64)
-    mu = g.mean(0)
-    t_grad = singles['DynamicREBAR'][2]
-    expected = ([singles['SimpleMuProp'][1][0], np.exp(values['log_temperature']), t_grad,
-                 t_grad ** 2] + list(np.mean((g - mu) ** 2, 1)) + [np.log(np.mean(mu ** 2))])
     assert tracker.report_names[4:] == ['deviation/' + n for n in three] + [
         'log_mean_gradient_square']
     np.testing.assert_allclose(report, expected, rtol=1e-4, atol=1e-6)
-    for k, name in enumerate(tracker.tracked):
-        scale = np.mean(singles[name][0].astype(np.float64) ** 2)
-        centre = np.mean(mu ** 2) if name in three else scale
-        np.testing.assert_allclose(variances[k], scale - centre, rtol=1e-4, atol=1e-4 * scale,
-                                   err_msg=name)
+    assert sorted(singles) == sorted(three + ('DisARM',))
+    _assert_variances_against_mu_or_own(tracker, variances, singles, mu)
 
 
 # -- the static-shape build ------------------------------------------------------------------
