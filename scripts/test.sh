@@ -30,6 +30,10 @@ if [ "$(echo $worlds | wc -w)" = 1 ]; then
   exit
 fi
 mkdir -p .test-logs
+# each world's replay of every model, made once for both worlds' comparison test
+REBAR_REPLAY_CACHE=$(mktemp -d)
+export REBAR_REPLAY_CACHE
+trap 'rm -rf "$REBAR_REPLAY_CACHE"' EXIT
 declare -A pid
 for w in $worlds; do
   echo "== $w: running (log: .test-logs/$w.log)"

@@ -81,5 +81,12 @@ def replay_all():
     return out
 
 
+def save(path, replayed):
+    """Writes `replayed` to path (.npz) whole or not at all: a reader never sees part of it."""
+    partial = '%s.%d.partial.npz' % (path, os.getpid())
+    np.savez(partial, **replayed)
+    os.rename(partial, path)
+
+
 if __name__ == '__main__':
-    np.savez(sys.argv[1], **replay_all())
+    save(sys.argv[1], replay_all())

@@ -841,20 +841,35 @@ def test_static_build_has_no_unknown_dimension_and_the_default_is_flexible(graph
 
 
 # -- the two TensorFlow worlds ---------------------------------------------------------------
+def _replayed_by(python, path):
+    """Every model's replay (replay_step.replay_all) by the interpreter `python`, written to
+    `path`. With REBAR_REPLAY_CACHE (a directory that scripts/test.sh makes for the two worlds
+    it runs side by side) it is kept there instead, and made once for both worlds' runs of the
+    test below."""
+    import os
+    import subprocess
+    cache = os.environ.get('REBAR_REPLAY_CACHE')
+    if cache:
+        path = os.path.join(cache, os.path.abspath(python).replace(os.sep, '_') + '.npz')
+    if not (cache and os.path.exists(path)):
+        subprocess.check_call([python, os.path.join(os.path.dirname(__file__), 'replay_step.py'),
+                               path])
+    with np.load(path) as replayed:
+        return dict(replayed)
+
+
 def test_same_weights_and_noise_give_the_same_numbers_in_both_tensorflows(tmp_path):
     """Every model replays two training steps (report vector, gradient, gradient variance,
     temperature gradient) and an evaluation here and in the other world's interpreter; they
     must agree to float32 round-off: relative 1e-4, or 1e-5 of each quantity's scale."""
     import os
-    import subprocess
+    import sys
     other = os.environ.get('REBAR_OTHER_PYTHON')
     if not other or not os.path.exists(other):
         pytest.skip('the other TensorFlow world is not set up (bash scripts/test.sh sets both)')
     import replay_step
-    out = str(tmp_path / 'other.npz')
-    subprocess.check_call([other, os.path.join(os.path.dirname(__file__), 'replay_step.py'),
-                           out])
-    replay_step.assert_same(replay_step.replay_all(), dict(np.load(out)), 1e-4, 1e-5)
+    ours = _replayed_by(sys.executable, str(tmp_path / 'ours.npz'))
+    replay_step.assert_same(ours, _replayed_by(other, str(tmp_path / 'theirs.npz')), 1e-4, 1e-5)
 
 
 def test_replay_is_deterministic_within_one_world():
