@@ -15,6 +15,7 @@ Omniglot and keeps working; `dataset_of(hparams)` gives the data set a run reall
 from __future__ import absolute_import, division, print_function
 
 import collections
+import difflib
 import json
 import math
 import os
@@ -245,8 +246,10 @@ def _validate_tracked(hparams):
     missing = [n for n in ALWAYS_TRACKED if n not in names]
     several = [n for n in names if n in ('ReinforceLOO', 'DoubleCV', 'RODEO')]
     if unknown:
-        raise ValueError('Bad hparams: tracked names %s, which cannot be tracked. %s'
-                         % (', '.join(repr(n) for n in unknown), fix))
+        near = [m for n in unknown for m in difflib.get_close_matches(n, TRACKABLE, 1, 0.6)]
+        raise ValueError('Bad hparams: tracked names %s, which cannot be tracked%s. %s'
+                         % (', '.join(repr(n) for n in unknown),
+                            ' (did you mean %s?)' % ', '.join(near) if near else '', fix))
     if missing:
         raise ValueError('Bad hparams: tracked leaves out %s (SimpleMuProp is the path followed, '
                          "DynamicREBAR's variance trains its temperature). %s"

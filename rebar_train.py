@@ -439,6 +439,8 @@ class Trainer(object):
     def _start(self, state, old_records, data):
         o, hp = self.options, self.hp
         self.started = time.time()
+        self.note('run directory %s (%s)' % (self.run_dir.path, 'resuming at step %d'
+                                              % state['step'] if state else 'a new run'))
         tf = device.import_tensorflow(o.tf_log)
         backend = device.choose(o.device, o.precision_mode, o.fast_start, log=self.note,
                                 threads=o.threads)

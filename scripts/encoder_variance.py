@@ -42,10 +42,11 @@ def main(argv=None):
         sys.exit('encoder_variance: %s is not a run of SBNTrackGradVariances.' % args.run_dir)
     hp = config.HParams(**dict((k, v) for k, v in stored.items() if k in config.DEFAULTS))
 
+    import device
+    tf = device.import_tensorflow()   # without TensorFlow's log lines, as the driver runs
     import datasets
     import rebar
     import utils  # noqa: F401  (graph mode in TensorFlow 2)
-    import tensorflow.compat.v1 as tf
     train = datasets.load_data(config.dataset_of(hp), hp.dynamic_b, args.data_dir)[0]
     tf.set_random_seed(args.seed)
     model = rebar.build_model(hp, np.mean(train, axis=0))

@@ -2,6 +2,7 @@
 # Sets up the environment of one world (or both) and runs the test suite in it.
 #   bash scripts/test.sh          # both worlds at once: tf1 (Python 3.7, TF 1.15.5) and tf2
 #   bash scripts/test.sh tf2      # one world; extra arguments go to pytest
+#   bash scripts/test.sh tf2 tests/test_config.py -q   # paths under tests/: only those
 # Both worlds run side by side (most tests wait on small graphs or child processes, so two
 # suites on two cores take little longer than one); each writes .test-logs/<world>.log, printed
 # when both are done. The exit code is non-zero if either fails or collects no test.
@@ -18,11 +19,14 @@ done
 for w in $worlds; do py[$w]=$(bash scripts/setup_env.sh "$w"); done
 
 suite() {   # world, pytest arguments...
-  local w=$1 other=tf2
+  local w=$1 other=tf2 paths=tests a
   shift
   [ "$w" = tf2 ] && other=tf1
+  for a in "$@"; do
+    case "$a" in tests/*|./tests/*) paths= ;; esac   # a test path given: run only what it names
+  done
   echo "== $w: $(${py[$w]} -c 'import sys, tensorflow as tf; print("Python", sys.version.split()[0], "TensorFlow", tf.__version__)' 2>/dev/null)"
-  REBAR_OTHER_PYTHON="${py[$other]:-}" "${py[$w]}" -m pytest -q "$@" tests
+  REBAR_OTHER_PYTHON="${py[$other]:-}" "${py[$w]}" -m pytest -q "$@" $paths
 }
 
 if [ "$(echo $worlds | wc -w)" = 1 ]; then

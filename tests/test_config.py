@@ -63,7 +63,7 @@ def test_parsing_types_values_by_their_default():
     ('model=SBNRodeo,n_samples=1', ['SBNRodeo', 'n_samples=2']),
     ('model=SBNDisARM,tracked=DisARM', ['tracked=DisARM', 'model=SBNDisARM', 'drop tracked']),
     ('model=SBNTrackGradVariances,tracked=SimpleMuProp+DynamicREBAR+DisArm',
-     ["'DisArm'", 'DisARM', 'tracked=SimpleMuProp+DynamicREBAR+<names>']),
+     ["'DisArm'", 'did you mean DisARM?', 'tracked=SimpleMuProp+DynamicREBAR+<names>']),
     ('model=SBNTrackGradVariances,tracked=SimpleMuProp+DisARM', ['leaves out DynamicREBAR']),
     ('model=SBNTrackGradVariances,tracked=SimpleMuProp+DynamicREBAR+RODEO',
      ['RODEO', 'n_samples=2']),

@@ -877,7 +877,7 @@ def test_a_fresh_start_after_a_kill_before_any_checkpoint_leaves_one_curve(small
 
 def test_a_default_run_prints_no_tensorflow_noise(small_data, tmp_path):
     """stderr holds the project's own lines only (TensorFlow's log lines and warnings are off
-    unless --tf_log), and stdout the reference's."""
+    unless --tf_log), the first naming the run directory, and stdout the reference's."""
     result = run_process(train_command('--hparams=model=SBNDynamicRebar,n_layer=2,n_hidden=16',
                                        '--data_dir=' + small_data, '--max_steps=25',
                                        '--working_dir=' + str(tmp_path / 'run'),
@@ -885,6 +885,7 @@ def test_a_default_run_prints_no_tensorflow_noise(small_data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert lines and all(l.startswith(('rebar_train: ', 'datasets: ')) for l in lines), lines
+    assert lines[0] == 'rebar_train: run directory %s (a new run)' % (tmp_path / 'run')
     parse_reference_output(result.stdout)
 
 
