@@ -44,6 +44,8 @@ TRACKABLE = ('NVIL', 'SimpleMuProp', 'MuProp', 'DynamicREBAR', 'REBAR', 'ARM', '
 # tracked by every tracker: the followed path, and the estimator whose variance trains its
 # temperature
 ALWAYS_TRACKED = ('SimpleMuProp', 'DynamicREBAR')
+# those that centre each sample on the other samples of its image (need n_samples >= 2)
+MULTI_SAMPLE_TRACKABLE = ('ReinforceLOO', 'DoubleCV', 'RODEO')
 
 # The reference's defaults, in the reference's order. The rest are ours (README, "Where we
 # differ from the released code"): `sp_all_layers` is the sp erratum's corrected model;
@@ -228,8 +230,12 @@ def tracked_of(hparams):
     """The estimators `tracked` names, in TRACKABLE order; None for tracked=all."""
     if hparams.tracked == 'all':
         return None
-    names = set(n.strip() for n in hparams.tracked.split('+'))
+    names = _tracked_given(hparams)
     return tuple(n for n in TRACKABLE if n in names)
+
+
+def _tracked_given(hparams):
+    return [n.strip() for n in hparams.tracked.split('+')]
 
 
 def _validate_tracked(hparams):
@@ -241,10 +247,10 @@ def _validate_tracked(hparams):
         raise ValueError('Bad hparams: tracked=%s chooses what SBNTrackGradVariances tracks; '
                          'model=%s tracks nothing. Fix: drop tracked.'
                          % (hparams.tracked, hparams.model))
-    names = [n.strip() for n in hparams.tracked.split('+')]
+    names = _tracked_given(hparams)
     unknown = [n for n in names if n not in TRACKABLE]
     missing = [n for n in ALWAYS_TRACKED if n not in names]
-    several = [n for n in names if n in ('ReinforceLOO', 'DoubleCV', 'RODEO')]
+    several = [n for n in names if n in MULTI_SAMPLE_TRACKABLE]
     if unknown:
         near = [m for n in unknown for m in difflib.get_close_matches(n, TRACKABLE, 1, 0.6)]
         raise ValueError('Bad hparams: tracked names %s, which cannot be tracked%s. %s'

@@ -1650,14 +1650,14 @@ class SBNTrackGradVariances(Model):
     a `('NAME', log variance)` line and an entry of the metrics record's `log_grad_variance`
     (see `_variance_figures`: the five's against mu, ours against their own E[g]), and none in
     the report vector. Tracking another estimator is adding its name to TRACKED (and to
-    config.TRACKABLE). With `tracked=all` (the default) every one is tracked, except that an
-    estimator whose model is in config.MULTI_SAMPLE_MODELS is tracked only with n_samples >= 2
-    (ReinforceLOO, DoubleCV, RODEO: with one sample per image there is no other sample to
-    centre on). `tracked=SimpleMuProp+DynamicREBAR+...` tracks only those (our option, for
+    config.TRACKABLE). With `tracked=all` (the default) every one is tracked, except that those
+    in config.MULTI_SAMPLE_TRACKABLE (ReinforceLOO, DoubleCV, RODEO) are tracked only with
+    n_samples >= 2: with one sample per image there is no other sample to centre on. `tracked=SimpleMuProp+DynamicREBAR+...` tracks only those (our option, for
     speed: every tracked estimator costs its passes at every step); the report vector then holds
-    the deviations of the five that are tracked, and mu is their mean (`in_report`). RELAX learns a temperature of its own, so the followed path's temperature, and
-    d variance / d log t, come from the REBAR variance objectives alone, as in the released
-    code; another tracked estimator that learns a temperature needs its own likewise.
+    the deviations of the five that are tracked, and mu is their mean (`in_report`). RELAX
+    learns a temperature of its own, so the followed path's temperature, and d variance / d log
+    t, come from the REBAR variance objectives alone, as in the released code; another tracked
+    estimator that learns a temperature needs its own likewise.
     """
     estimator = 'SimpleMuProp'
     learns_temperature = True
@@ -1675,8 +1675,8 @@ class SBNTrackGradVariances(Model):
         chosen = config.tracked_of(hparams)
         if chosen is not None:
             return chosen
-        several = [globals()[m].estimator for m in config.MULTI_SAMPLE_MODELS]
-        return tuple(n for n in cls.TRACKED if hparams.n_samples >= 2 or n not in several)
+        return tuple(n for n in cls.TRACKED
+                     if hparams.n_samples >= 2 or n not in config.MULTI_SAMPLE_TRACKABLE)
 
     def _tracked_estimate(self, step, name):
         if name == 'DynamicREBAR':   # its own etas and baseline beside the tracked REBAR's

@@ -1060,6 +1060,16 @@ def test_sp_variance_objective_counts_the_prior_without_gradient_as_zeros(graph,
     np.testing.assert_allclose(objective, squares / n, rtol=1e-5)
 
 
+def test_config_trackable_names_are_the_trackers_and_their_models_kinds():
+    """config's lists (which it needs before rebar is imported) match the models: TRACKABLE is
+    the tracker's order, and MULTI_SAMPLE_TRACKABLE the trackable estimators whose own model
+    needs n_samples >= 2."""
+    import rebar
+    assert rebar.SBNTrackGradVariances.TRACKED == config.TRACKABLE
+    several = set(getattr(rebar, m).estimator for m in config.MULTI_SAMPLE_MODELS)
+    assert config.MULTI_SAMPLE_TRACKABLE == tuple(n for n in config.TRACKABLE if n in several)
+
+
 def test_config_models_are_exactly_the_model_classes():
     import inspect
     import rebar
